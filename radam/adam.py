@@ -1,0 +1,111 @@
+r"""Adam as run for the baselines of the RAdam paper (fairseq's arithmetic), with Adam-2k's freeze.
+
+Paper: Liu, Jiang, He, Chen, Liu, Gao, Han, "On the Variance of the Adaptive Learning Rate and Beyond",
+ICLR 2020, arXiv:1908.03265, Sec. 3 (Adam-vanilla, Adam-warmup, Adam-2k, Adam-eps). Original code:
+https://github.com/LiyuanLucasLiu/RAdam (nmt/my_module/adam2.py, built on fairseq's optim/adam.py).
+
+Symbols: alpha = lr, b1, b2 = betas, eps, wd = weight_decay, N = freeze_steps, t = state "step" (global: it
+counts the frozen steps too), m_t / v_t = state "exp_avg" / "exp_avg_sq".
+
+For t = 1, 2, ...:
+
+    v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    if t <= N:                                  (Adam-2k: only v moves; theta, m and weight decay are frozen)
+        m_t = m_{t-1},  theta_t = theta_{t-1}
+    else:
+        theta <- theta (1 - alpha wd)                                           (decoupled weight decay)
+        m_t = b1 m_{t-1} + (1 - b1) g_t
+        theta_t = theta - alpha * sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)
+
+The bias corrections use the global t, as the original runs did. For v this is exact: v has averaged every
+gradient since t = 1. For m it is not: after the freeze m restarts from 0 and at step N + k holds
+(1 - b1^k) of its steady-state weight, but it is divided by (1 - b1^(N+k)) ~= 1. So the first updates after
+the freeze are damped by (1 - b1^k) (0.1 at k = 1, 0.65 at k = 10, 0.99 at k = 44 for b1 = 0.9): a short
+implicit warmup of the momentum, on top of a v estimated from N gradients (with b2 = 0.999 and N = 2000,
+1 - b2^N = 0.86, rho_N ~= 1374: the variance of the adaptive lr is already small, which is the paper's point).
+
+Why radam.Adam(eps=1e-4) is not torch.optim.AdamW(eps=1e-4) early in training. Here (and in fairseq) eps is
+added to sqrt(v_t) before the bias correction:
+    m_hat / ((sqrt(v_t) + eps) / sqrt(1 - b2^t)) = m_hat / (sqrt(v_hat_t) + eps / sqrt(1 - b2^t)),
+torch adds eps after it: m_hat / (sqrt(v_hat_t) + eps). So torch's step is this step with eps replaced by
+eps * sqrt(1 - b2^t): at t = 1 and b2 = 0.999 that is eps * 0.0316, i.e. torch with eps=1e-4 behaves like
+fairseq with eps ~= 3e-6 on the first step, and the two only meet for t >> 1/(1 - b2). Adam-eps (paper Sec. 3)
+relies on the large eps damping exactly those first steps, so it needs this arithmetic. With eps = 0 both are
+the same algorithm (decoupled weight decay alpha wd, as torch.optim.AdamW). With foreach=None the updating
+steps run through torch's fused AdamW kernel with eps' = eps / sqrt(1 - b2^t) (radam/_kernels.py).
+
+Example:
+    >>> model = torch.nn.Linear(4, 1)
+    >>> opt = Adam(model.parameters(), lr=3e-4, weight_decay=1e-4, freeze_steps=2000)   # Adam-2k
+"""
+
+from __future__ import annotations
+
+import torch
+
+from radam import _kernels as K
+
+
+class Adam(torch.optim.Optimizer):
+    """Adam with fairseq's arithmetic and decoupled weight decay; the maths is in the module docstring.
+
+    Args:
+        params: parameters or parameter groups (every option can be set per group).
+        lr: alpha >= 0. betas: (b1, b2), each in [0, 1). eps: added to sqrt(v_t) before bias correction, >= 0.
+        weight_decay: decoupled, theta *= 1 - lr wd on updating steps; >= 0.
+        freeze_steps: N >= 0; Adam-2k uses N = 2000: the first N steps only update v.
+        foreach: None = fastest path (fused kernel), True = foreach ops, False = per-parameter loop.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, freeze_steps: int = 0, foreach: bool | None = None):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, freeze_steps=freeze_steps,
+                        foreach=foreach)
+        _check_group(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # groups from torch.optim.Adam(W) state dicts lack freeze_steps
+            group.setdefault("freeze_steps", 0)
+            group.setdefault("foreach", None)
+        K.normalize_step_state(self)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one optimization step; `closure` re-evaluates the loss and returns it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for bucket in K.gather_buckets(self, group, "Adam"):
+                _adam_bucket_step(bucket, group)
+        return loss
+
+
+def _check_group(group: dict) -> None:
+    """One-line ValueErrors naming the argument and the bad value."""
+    K.check_float("lr", group["lr"])
+    K.check_float("eps", group["eps"])
+    K.check_float("weight_decay", group["weight_decay"])
+    group["betas"] = K.check_betas(group["betas"])
+    n = group["freeze_steps"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"invalid freeze_steps: {n!r} (need an integer >= 0, e.g. 2000 for Adam-2k)")
+    K.resolve_path(group["foreach"])
+
+
+def _adam_bucket_step(b: K.Bucket, group: dict) -> None:
+    """One step for a bucket of parameters sharing step t: frozen (v only) or the full Adam-form step."""
+    b1, b2 = group["betas"]
+    path = K.resolve_path(group["foreach"])
+    if b.t <= group["freeze_steps"]:
+        K.update_second_moment_(b.exp_avg_sqs, b.grads, b2, foreach=path != "single")
+        return
+    K.adam_form_step_(b, lr=float(group["lr"]), r=1.0, b1=b1, b2=b2, eps=group["eps"],
+                      wd=group["weight_decay"], decoupled=True, path=path)

@@ -1,0 +1,136 @@
+r"""RAdam: Adam with a rectified adaptive learning rate (Algorithm 2).
+
+Paper: Liu, Jiang, He, Chen, Liu, Gao, Han, "On the Variance of the Adaptive Learning Rate and Beyond",
+ICLR 2020, arXiv:1908.03265. Original code: https://github.com/LiyuanLucasLiu/RAdam (radam.py).
+
+Symbols (paper -> argument): alpha_t = lr, beta_1, beta_2 = betas, epsilon = eps, g_t = gradient,
+m_t / v_t = first / second moment (state "exp_avg" / "exp_avg_sq"), t = state "step" (1 at the first step).
+
+For t = 1, 2, ...:
+
+    v_t = b2 v_{t-1} + (1 - b2) g_t^2                 m_t = b1 m_{t-1} + (1 - b1) g_t
+    m_hat_t = m_t / (1 - b1^t)
+    rho_inf = 2 / (1 - b2) - 1                                                     (Sec. 4)
+    rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+    if rho_t > threshold:                                       (the variance of psi_t is tractable)
+        psi_t = sqrt(1 - b2^t) / (sqrt(v_t) + eps)             (adaptive lr; eps before sqrt(1 - b2^t))
+        r_t = sqrt( (rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t) )   (Alg. 2)
+        theta_t = theta_{t-1} - alpha_t r_t m_hat_t psi_t
+    elif degenerated_to_sgd:
+        theta_t = theta_{t-1} - alpha_t m_hat_t                 (SGD with bias-corrected momentum)
+    else:
+        theta_t = theta_{t-1}                                   (no update; m and v still accumulate)
+
+Weight decay wd: decoupled (default, as the original code): theta <- theta (1 - alpha_t wd) before the update,
+on the steps that update theta only, not scaled by r_t. With decoupled_weight_decay=False it is classic L2:
+g_t <- g_t + wd theta_{t-1} on every step, before the moments (torch.optim.RAdam's default).
+
+Threshold. The paper's rule is rho_t > 4 (threshold=4): r_t has the factor (rho_t - 4), so rho_t > 4 is
+needed, and threshold < 4 is rejected. The original code ("more conservative since it's an approximated
+value"), torch.optim.RAdam and every peer use 5, the default here (the original code and optax test
+rho_t >= 5, torch and this class rho_t > 5: they differ only if rho_t == 5 exactly). For b2 = 0.999:
+rho_4 = 3.9975, rho_5 = 4.996, rho_6 = 5.994, so the first rectified step is t = 5 under the paper's rule and
+t = 6 under the code's. rho_t increases to rho_inf; if b2 <= 0.6 then rho_inf <= 4 and RAdam is SGD with
+bias-corrected momentum for ever (or, with degenerated_to_sgd=False, never moves).
+
+Differences from torch.optim.RAdam: none in the arithmetic with decoupled_weight_decay=True and threshold=5
+(torch's rule is rho_t > 5, eps also added before sqrt(1 - b2^t)); the options threshold and
+degenerated_to_sgd are extra. torch.optim.RAdam state dicts load (same state keys).
+
+Speed: a rectified step is an Adam step with lr' = lr r_t (see radam/_kernels.py), so with foreach=None it runs
+as one pass of torch's fused Adam kernel; the first few, un-rectified steps use foreach ops.
+
+Example:
+    >>> model = torch.nn.Linear(4, 1)
+    >>> opt = RAdam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    >>> model(torch.randn(8, 4)).pow(2).mean().backward(); opt.step(); opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+import torch
+
+from radam import _kernels as K
+from radam.theory import rectification, rho_t
+
+
+class RAdam(torch.optim.Optimizer):
+    """Rectified Adam (Algorithm 2 of Liu et al., ICLR 2020); the maths is in the module docstring.
+
+    Args:
+        params: parameters or parameter groups (every option below can be set per group).
+        lr: alpha_t, >= 0. betas: (b1, b2), each in [0, 1). eps: added to sqrt(v_t), >= 0.
+        weight_decay: wd >= 0, decoupled (theta *= 1 - lr wd) unless decoupled_weight_decay=False (L2).
+        threshold: rectify when rho_t > threshold; 5 = original code / torch (default), 4 = the paper. >= 4.
+        degenerated_to_sgd: before rectification, take the SGD-momentum step (True, the paper) or none (False).
+        foreach: None = fastest path (fused kernel for rectified steps), True = foreach ops, False = a plain
+            per-parameter loop (the reference).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, threshold: float = 5.0, degenerated_to_sgd: bool = True,
+                 decoupled_weight_decay: bool = True, foreach: bool | None = None):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, threshold=threshold,
+                        degenerated_to_sgd=degenerated_to_sgd, decoupled_weight_decay=decoupled_weight_decay,
+                        foreach=foreach)
+        _check_group(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        _check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # groups from torch.optim.RAdam state dicts lack our options
+            group.setdefault("threshold", 5.0)
+            group.setdefault("degenerated_to_sgd", True)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("foreach", None)
+        K.normalize_step_state(self)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one optimization step; `closure` re-evaluates the loss and returns it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for bucket in K.gather_buckets(self, group, "RAdam"):
+                _radam_bucket_step(bucket, group)
+        return loss
+
+
+def _check_group(group: dict) -> None:
+    """One-line ValueErrors naming the argument and the bad value."""
+    K.check_float("lr", group["lr"])
+    K.check_float("eps", group["eps"])
+    K.check_float("weight_decay", group["weight_decay"])
+    group["betas"] = K.check_betas(group["betas"])
+    K.check_float("threshold", group["threshold"], low=4.0,
+                  hint="; r_t has the factor rho_t - 4: the paper uses 4, the original code and torch 5")
+    for name in ("degenerated_to_sgd", "decoupled_weight_decay"):
+        if not isinstance(group[name], bool):
+            raise ValueError(f"{name} must be True or False, got {group[name]!r}")
+    K.resolve_path(group["foreach"])
+
+
+def _radam_bucket_step(b: K.Bucket, group: dict) -> None:
+    """Algorithm 2 for one bucket of parameters that share step t."""
+    lr, eps, wd = float(group["lr"]), group["eps"], group["weight_decay"]
+    b1, b2 = group["betas"]
+    decoupled, path = group["decoupled_weight_decay"], K.resolve_path(group["foreach"])
+    if rho_t(b2, b.t) > group["threshold"]:
+        K.adam_form_step_(b, lr=lr, r=float(rectification(b2, b.t)), b1=b1, b2=b2, eps=eps, wd=wd,
+                          decoupled=decoupled, path=path)
+        return
+    # Un-rectified phase (the first few steps): moments, then the SGD-momentum step or nothing.
+    foreach = path != "single"
+    grads = b.grads if decoupled else K.add_l2(b.grads, b.params, wd, foreach)
+    K.update_first_moment_(b.exp_avgs, grads, b1, foreach)
+    K.update_second_moment_(b.exp_avg_sqs, grads, b2, foreach)
+    if group["degenerated_to_sgd"]:
+        if decoupled:
+            K.decay_(b.params, lr, wd, foreach)
+        K.momentum_step_(b.params, b.exp_avgs, lr / (1 - b1 ** b.t), foreach)
