@@ -1,0 +1,64 @@
+"""torch.distributed for one run on several processes (torchrun), and its single-process fallback.
+
+    torchrun --nproc_per_node 4 run.py task=iwslt optimizer=radam hydra.run.dir=runs/iwslt_radam
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; without them the run is a plain
+single process. Backend: NCCL on CUDA, gloo on CPU. Only rank 0 writes records and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device_type: str) -> Dist:
+    """Join the process group torchrun describes in the environment (a no-op without torchrun)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def teardown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    """Sum a list of floats over all ranks (float64, so token counts stay exact)."""
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (used for stop signals)."""
+    return all_reduce_sum([float(flag)], d, device)[0] > 0
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
