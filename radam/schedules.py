@@ -135,14 +135,19 @@ class InverseSqrt(LRScheduler):
 
 
 class MultiStep(LRScheduler):
-    """Step decay counted in updates (CIFAR-10: x0.1 at epochs 81 and 122; One Billion Word: x0.1 at the
-    start of epoch 10; convert epochs to updates as milestone = epoch * updates_per_epoch).
-    lr(t) = lr_g * gamma^(number of milestones <= t)."""
+    """Step decay: lr(t) = lr_g * gamma^(number of milestones <= t), milestones counted in updates.
+
+    Milestones given in epochs (CIFAR-10: x0.1 at epochs 81 and 122; One Billion Word: x0.1 at the start of
+    epoch 10, i.e. after 9 epochs) take `updates_per_epoch` = optimizer updates per epoch (CIFAR-10 at batch 128:
+    ceil(50000 / 128) = 391): the milestone in updates is then epoch * updates_per_epoch.
+    """
 
     def __init__(
-        self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1, last_epoch: int = -1
+        self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1, updates_per_epoch: int = 1,
+        last_epoch: int = -1,
     ) -> None:
-        self.milestones = sorted(_check_updates(m, "every milestone", 1) for m in milestones)
+        per_epoch = _check_updates(updates_per_epoch, "updates_per_epoch", 1)
+        self.milestones = sorted(_check_updates(m, "every milestone", 1) * per_epoch for m in milestones)
         self.gamma = float(gamma)
         super().__init__(optimizer, last_epoch)
 

@@ -81,6 +81,15 @@ def test_multi_step_counts_updates():
         assert seq[29][g] == pytest.approx(peak * 0.1) and seq[30][g] == pytest.approx(peak * 0.01)
 
 
+def test_multi_step_milestones_in_epochs():
+    opt = make_optimizer()
+    sched = MultiStep(opt, milestones=[3, 1], gamma=0.5, updates_per_epoch=7)  # updates 7 and 21
+    seq = lr_sequence(opt, sched, 25)
+    assert [seq[t][0] / 3e-4 for t in (6, 7, 20, 21)] == pytest.approx([1.0, 0.5, 0.5, 0.25])
+    with pytest.raises(ValueError, match="updates_per_epoch must be an integer >= 1"):
+        MultiStep(make_optimizer(), milestones=[1], updates_per_epoch=0)
+
+
 # ------------------------------------------------------------------------------------------ untuned warmup
 def test_untuned_warmup_reads_beta2_per_group():
     opt = make_optimizer(betas=((0.9, 0.999), (0.9, 0.99)))
