@@ -3,7 +3,7 @@
 Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020 (arXiv:1908.03265),
 Appendix figures 8 and 9 (Fig. 9 is "Figure 1" of the original code's README). CPU only, ~10 s in all.
 
-    python scripts/theory_figures.py                        # full size, into results/ (what `make run` does)
+    python scripts/theory_figures.py                        # full size, into results/ (what `make theory` does)
     python scripts/theory_figures.py --out /tmp/x --trajectories 200 --steps 300 --seed 1
 
 Writes into --out:
