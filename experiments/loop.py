@@ -252,7 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
     last = ckpt_dir / "last.pt"
     p = {"update": 0, "epoch": 1, "batch_in_epoch": 0, "metrics_lines": None, "histogram_lines": None,
          "best": None, "best_update": None, "meter": None, "valid_update": None, "wall_s": 0.0,
-         "last_valid": None, "last_train": None}  # progress: what a checkpoint restores
+         "last_valid": None, "last_train": None, "task": None}  # progress: what a checkpoint restores
     if last.exists():
         try:
             p.update(checkpoint.load(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler))
@@ -261,6 +261,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
             raise UserError(f"cannot resume from {last} ({first[:200]}); rerun with the config it was written "
                             f"with, or use a new hydra.run.dir") from e
         log.info(f"resumed from {last} at update {p['update']} (epoch {p['epoch']}, batch {p['batch_in_epoch']})")
+        if p["task"] is not None and hasattr(task, "load_state_dict"):
+            task.load_state_dict(p["task"])  # state a task carries across batches (the LM's LSTM state)
     metrics_file = records.JsonlWriter(run_dir / "metrics.jsonl", p["metrics_lines"], enabled=d.is_main)
     hist_file = records.JsonlWriter(run_dir / "grad_histograms.jsonl", p["histogram_lines"], enabled=d.is_main)
     tracker = build_tracker(cfg.get("logger"), cfg, run_dir, run_dir.name, enabled=d.is_main)
@@ -280,7 +282,9 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
         tracker.log(event)
 
     def save(path: Path) -> None:
+        task_state = task.state_dict() if hasattr(task, "state_dict") else None  # every rank: it may gather
         if d.is_main:
+            p["task"] = task_state
             p["metrics_lines"], p["histogram_lines"] = metrics_file.lines, hist_file.lines
             p["meter"], p["wall_s"] = meter.state(), wall()
             checkpoint.save(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, progress=p)

@@ -13,6 +13,10 @@ only the methods below, in this order::
         task.evaluate(model, "valid")                # -> {"loss": ..., "ppl": ...}
     task.finalize(model, epoch_checkpoints)          # e.g. checkpoint averaging, beam search, BLEU
 
+A task that carries state across batches (the LM's truncated-BPTT hidden state) may also define
+``state_dict() -> object`` and ``load_state_dict(state)``: the loop calls ``state_dict()`` on every rank when it
+writes a checkpoint (so the task may gather across ranks) and ``load_state_dict`` on resume.
+
 Losses are *sums* over the batch, with ``stats["sample_size"]`` the number of units they sum over (target
 tokens, images, words). The loop divides the accumulated gradient by the global sample size after gradient
 accumulation and all-reduce, so one process and N processes with the same global batch take the same step.

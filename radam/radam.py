@@ -21,6 +21,19 @@ For t = 1, 2, ...:
     else:
         theta_t = theta_{t-1}                                   (no update; m and v still accumulate)
 
+First steps (Appendix C, Table 3), option `first_steps`: a sequence of (rule, n) pairs that replace the
+branch above for the first steps, in order: the first n_1 steps follow rule_1, the next n_2 rule_2, ...; after
+them Algorithm 2 as above. m_t and v_t are updated on every step whatever the rule. Rules:
+
+    "sgd":   theta_t = theta_{t-1} - alpha_t m_hat_t                 (the un-rectified step of Algorithm 2)
+    "adam":  theta_t = theta_{t-1} - alpha_t m_hat_t psi_t           (plain Adam: r_t taken as 1)
+    "skip":  theta_t = theta_{t-1}                                   (no update, no weight decay)
+
+Table 3 with the paper's threshold=4 (rho_t <= 4 exactly for t <= 4 when b2 = 0.999): RAdam throughout
+(91.08) is first_steps=() (Algorithm 2 takes the SGD step for t = 1..4); "Adam for steps 1-4, then RAdam"
+(89.98) is (("adam", 4),); "SGD 1-4, Adam 5-8, then RAdam" (90.29) is (("sgd", 4), ("adam", 4)); and
+(("skip", 4),) skips the first four updates. The default () is Algorithm 2 unchanged.
+
 Weight decay wd: decoupled (default, as the original code): theta <- theta (1 - alpha_t wd) before the update,
 on the steps that update theta only, not scaled by r_t. With decoupled_weight_decay=False it is classic L2:
 g_t <- g_t + wd theta_{t-1} on every step, before the moments (torch.optim.RAdam's default).
@@ -53,6 +66,8 @@ import torch
 from radam import _kernels as K
 from radam.theory import rectification, rho_t
 
+FIRST_STEP_RULES = ("sgd", "adam", "skip")  # Appendix C (Table 3): what may replace Algorithm 2 on the first steps
+
 
 class RAdam(torch.optim.Optimizer):
     """Rectified Adam (Algorithm 2 of Liu et al., ICLR 2020); the maths is in the module docstring.
@@ -63,16 +78,18 @@ class RAdam(torch.optim.Optimizer):
         weight_decay: wd >= 0, decoupled (theta *= 1 - lr wd) unless decoupled_weight_decay=False (L2).
         threshold: rectify when rho_t > threshold; 5 = original code / torch (default), 4 = the paper. >= 4.
         degenerated_to_sgd: before rectification, take the SGD-momentum step (True, the paper) or none (False).
+        first_steps: (rule, n) pairs, rule in "sgd" | "adam" | "skip", that override the first steps
+            (Appendix C, Table 3; see the module docstring). () = Algorithm 2 on every step.
         foreach: None = fastest path (fused kernel for rectified steps), True = foreach ops, False = a plain
             per-parameter loop (the reference).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, threshold: float = 5.0, degenerated_to_sgd: bool = True,
-                 decoupled_weight_decay: bool = True, foreach: bool | None = None):
+                 decoupled_weight_decay: bool = True, first_steps=(), foreach: bool | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, threshold=threshold,
                         degenerated_to_sgd=degenerated_to_sgd, decoupled_weight_decay=decoupled_weight_decay,
-                        foreach=foreach)
+                        first_steps=first_steps, foreach=foreach)
         _check_group(defaults)
         super().__init__(params, defaults)
 
@@ -86,6 +103,7 @@ class RAdam(torch.optim.Optimizer):
             group.setdefault("threshold", 5.0)
             group.setdefault("degenerated_to_sgd", True)
             group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("first_steps", ())
             group.setdefault("foreach", None)
         K.normalize_step_state(self)
 
@@ -113,7 +131,36 @@ def _check_group(group: dict) -> None:
     for name in ("degenerated_to_sgd", "decoupled_weight_decay"):
         if not isinstance(group[name], bool):
             raise ValueError(f"{name} must be True or False, got {group[name]!r}")
+    group["first_steps"] = _check_first_steps(group["first_steps"])
     K.resolve_path(group["foreach"])
+
+
+def _check_first_steps(first_steps) -> tuple[tuple[str, int], ...]:
+    """(rule, n) pairs (any sequences, e.g. YAML lists) -> a tuple of (str, int) tuples."""
+    fix = "; use e.g. first_steps=[['sgd', 4], ['adam', 4]] with rules " + " | ".join(FIRST_STEP_RULES)
+    if isinstance(first_steps, (str, bytes)) or not hasattr(first_steps, "__iter__"):
+        raise ValueError(f"first_steps must be a sequence of (rule, n) pairs, got {first_steps!r}{fix}")
+    pairs = []
+    for pair in first_steps:
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise ValueError(f"first_steps entry {pair!r} is not a (rule, n) pair{fix}")
+        rule, n = pair
+        if rule not in FIRST_STEP_RULES:
+            raise ValueError(f"first_steps rule {rule!r} is unknown{fix}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"first_steps count {n!r} for rule {rule!r} must be an integer >= 0{fix}")
+        pairs.append((str(rule), int(n)))
+    return tuple(pairs)
+
+
+def first_step_rule(first_steps: tuple[tuple[str, int], ...], t: int) -> str | None:
+    """The rule that replaces Algorithm 2 at step t (1-based), or None once the first steps are over."""
+    end = 0
+    for rule, n in first_steps:
+        end += n
+        if t <= end:
+            return rule
+    return None
 
 
 def _radam_bucket_step(b: K.Bucket, group: dict) -> None:
@@ -121,16 +168,17 @@ def _radam_bucket_step(b: K.Bucket, group: dict) -> None:
     lr, eps, wd = float(group["lr"]), group["eps"], group["weight_decay"]
     b1, b2 = group["betas"]
     decoupled, path = group["decoupled_weight_decay"], K.resolve_path(group["foreach"])
-    if rho_t(b2, b.t) > group["threshold"]:
-        K.adam_form_step_(b, lr=lr, r=float(rectification(b2, b.t)), b1=b1, b2=b2, eps=eps, wd=wd,
-                          decoupled=decoupled, path=path)
+    rule = first_step_rule(group["first_steps"], b.t)
+    if rule == "adam" or (rule is None and rho_t(b2, b.t) > group["threshold"]):
+        r = 1.0 if rule == "adam" else float(rectification(b2, b.t))
+        K.adam_form_step_(b, lr=lr, r=r, b1=b1, b2=b2, eps=eps, wd=wd, decoupled=decoupled, path=path)
         return
-    # Un-rectified phase (the first few steps): moments, then the SGD-momentum step or nothing.
+    # Un-rectified phase (the first few steps, or a "sgd"/"skip" rule): moments, then SGD-momentum or nothing.
     foreach = path != "single"
     grads = b.grads if decoupled else K.add_l2(b.grads, b.params, wd, foreach)
     K.update_first_moment_(b.exp_avgs, grads, b1, foreach)
     K.update_second_moment_(b.exp_avg_sqs, grads, b2, foreach)
-    if group["degenerated_to_sgd"]:
+    if rule == "sgd" or (rule is None and group["degenerated_to_sgd"]):
         if decoupled:
             K.decay_(b.params, lr, wd, foreach)
         K.momentum_step_(b.params, b.exp_avgs, lr / (1 - b1 ** b.t), foreach)

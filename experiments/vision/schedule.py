@@ -1,0 +1,35 @@
+"""Linear warmup followed by the epoch step decay of the vision experiments (paper Fig. 7: Adam with warmup).
+
+    lr_g(t) = warmup_init_lr + (d_g(t) - warmup_init_lr) t / W    for t < W      (linear warmup)
+            = d_g(t)                                             for t >= W,
+    d_g(t)  = lr_g * gamma^(number of milestones <= t)           (radam.schedules.MultiStep, milestones in epochs)
+
+t counts the updates already taken (radam/schedules.py conventions), W = warmup_updates. The original code
+warms up inside its AdamW (cifar_imagenet/utils/radam.py: lr 1e-8 + t lr / W while t < W), i.e. the same
+linear ramp on the step-decayed lr; W is far below the first milestone in every setting of the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch.optim import Optimizer
+
+from radam.schedules import MultiStep, multi_step
+
+
+class WarmupMultiStep(MultiStep):
+    def __init__(self, optimizer: Optimizer, milestones: Sequence[int], gamma: float = 0.1,
+                 updates_per_epoch: int = 1, warmup_updates: int = 0, warmup_init_lr: float = 1e-8,
+                 last_epoch: int = -1) -> None:
+        if int(warmup_updates) != warmup_updates or warmup_updates < 0:
+            raise ValueError(f"warmup_updates must be an integer >= 0; got {warmup_updates!r}")
+        self.warmup_updates, self.warmup_init_lr = int(warmup_updates), float(warmup_init_lr)
+        super().__init__(optimizer, milestones, gamma, updates_per_epoch, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        t, w = self.last_epoch, self.warmup_updates
+        decayed = [multi_step(t, lr, self.milestones, self.gamma) for lr in self.base_lrs]
+        if t >= w:
+            return decayed
+        return [self.warmup_init_lr + (d - self.warmup_init_lr) * t / w for d in decayed]
