@@ -1,18 +1,8 @@
-"""German-English sentence pairs from the Ding dictionary (Frank Richter, TU Chemnitz, GPL; Debian package
-``trans-de-en`` installs it as /usr/share/trans/de-en) -- the small offline corpus of the CPU default.
-
-File format (UTF-8, ``#`` comment lines)::
-
-    German entry | German alt 2 | ... :: English entry | English alt 2 | ...
-
-The ``|``-separated alternatives of the two sides correspond in order; inside an alternative ``;`` separates
-synonyms; ``{f}`` ``{pl}`` ``{vt}`` are grammar annotations, ``[ugs.]`` ``[Br.]`` usage/region labels and
-``<...>`` hidden search spellings. Parsing: pair alternative k of both sides (entries whose sides have a
-different number of alternatives are skipped), remove ``{...}``, ``[...]`` and ``<...>``, take the first
-``;``-synonym, replace ``’`` by ``'`` (as the IWSLT recipe does for its test set), keep the pair only if
-both sides are sentences (begin with an upper-case letter, end with ``.``, ``!`` or ``?`` optionally followed
-by closing quotes/brackets), and drop duplicate pairs. The real file (2023-01-30) gives 20,067 pairs; after
-the split and clean-corpus-n on train: 16,650 train, 800 valid, 806 test.
+"""The NMT corpus of German-English sentence pairs from the Ding dictionary (Frank Richter, TU Chemnitz, GPL;
+Debian package ``trans-de-en`` installs it as /usr/share/trans/de-en) -- the small offline corpus of the CPU
+default. The file format, the parsing and the split rule are in experiments/corpora/ding.py (shared with the
+language-modelling task). The real file (2023-01-30) gives 20,067 pairs; after the split and clean-corpus-n on
+train: 16,650 train, 800 valid, 806 test.
 
 Split (deterministic, independent of file order): the md5 of the German sentence, modulo 1000, below
 ``valid_permille`` -> valid, below ``valid_permille + test_permille`` -> test, else train; pairs with the same
@@ -22,71 +12,17 @@ on train, lower-casing) and, in ``data.py``, joint BPE (6,000 merges by default:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
+from experiments.corpora.ding import (DEFAULT_FILE, DEFAULT_URLS, is_sentence, parse_ding,  # noqa: F401
+                                      read_ding_file, split_of)
 from experiments.nmt.data import SPLITS, clean_corpus, file_sha256, lowercase, moses_tokenize, write_lines
 from experiments.nmt.iwslt import download
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FILE = "/usr/share/trans/de-en"
-DEFAULT_URLS = ("https://ftp.tu-chemnitz.de/pub/Local/urz/ding/de-en/de-en.txt.gz",)
-
-_ANNOTATION = re.compile(r"\s*(\{[^{}]*\}|\[[^\[\]]*\]|<[^<>]*>)")
-_SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u2019\u00bb)]*$")
-
-
-def _clean_alternative(text: str) -> str:
-    text = _ANNOTATION.sub("", text).replace("\u2019", "'")
-    first_synonym = text.split(";")[0]
-    return " ".join(first_synonym.split())
-
-
-def is_sentence(text: str) -> bool:
-    return bool(text) and text[0].isupper() and bool(_SENTENCE_END.search(text))
-
-
-def parse_ding(lines: Iterable[str]) -> list[tuple[str, str]]:
-    """(German, English) sentence pairs from Ding dictionary lines, in file order, duplicates removed."""
-    pairs, seen = [], set()
-    for line in lines:
-        if line.startswith("#"):
-            continue
-        sides = line.rstrip("\n").split(" :: ")
-        if len(sides) != 2:
-            continue
-        de_alts, en_alts = sides[0].split(" | "), sides[1].split(" | ")
-        if len(de_alts) != len(en_alts):
-            continue
-        for de, en in zip(de_alts, en_alts):
-            de, en = _clean_alternative(de), _clean_alternative(en)
-            if is_sentence(de) and is_sentence(en) and (de, en) not in seen:
-                seen.add((de, en))
-                pairs.append((de, en))
-    return pairs
-
-
-def split_of(german: str, valid_permille: int, test_permille: int) -> str:
-    bucket = int(hashlib.md5(german.encode("utf-8")).hexdigest(), 16) % 1000
-    if bucket < valid_permille:
-        return "valid"
-    return "test" if bucket < valid_permille + test_permille else "train"
-
-
-def read_ding_file(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return f.readlines()
-    except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise DataError(f"cannot read the Ding dictionary {path} ({e}); point task.ding_file at de-en "
-                        f"(Debian package trans-de-en) or de-en.txt.gz from {DEFAULT_URLS[0]}") from e
 
 
 class DingCorpus:
