@@ -5,10 +5,12 @@ Scripts read run directories, never the loop's objects:
     from scripts.runs import find_runs
     for run in find_runs(["multiruns/2026-11-28_12-00-00"]):
         run.task, run.optimizer, run.status, run.seed          # from summary.json
-        run.config["optimizer"]["lr"]                           # config_resolved.yaml (a plain dict)
+        run.config["optimizer"]["lr"]                           # config_resolved.yaml (a plain dict)*
         run.events("train")                                     # metrics.jsonl lines of one split
         run.histograms()                                        # grad_histograms.jsonl lines
 
+*A run that failed before training (bad data or config) has no config_resolved.yaml; its config is then Hydra's
+composed .hydra/config.yaml (interpolations such as ${seed} left as strings), so tables can still place it.
 A run directory is any folder with a summary.json; a sweep directory holds several. Non-finite numbers,
 written as the strings "nan" / "inf" / "-inf", come back as floats; a trailing half-written line is skipped.
 """
@@ -75,6 +77,8 @@ class Run:
 def load_run(run_dir: Path) -> Run:
     summary = json.loads((run_dir / "summary.json").read_text())
     config_path = run_dir / "config_resolved.yaml"
+    if not config_path.exists():  # failed before training: what Hydra composed for it
+        config_path = run_dir / ".hydra" / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
     return Run(dir=run_dir, summary=summary, config=config or {})
 
