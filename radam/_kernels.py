@@ -76,6 +76,51 @@ def check_betas(betas) -> tuple[float, float]:
     return float(betas[0]), float(betas[1])
 
 
+class BucketedOptimizer(torch.optim.Optimizer):
+    """What RAdam and Adam share: checked options on every group, one step per (device, dtype, t) bucket,
+    and loading torch's own state dicts.
+
+    A subclass defines `check_group(group)` (one-line ValueErrors; may normalise values), `bucket_step(bucket,
+    group)` (its algorithm) and `torch_missing_options` (its options that torch's state dicts lack, with the
+    values that reproduce torch's behaviour).
+    """
+
+    torch_missing_options: dict = {}
+
+    def __init__(self, params, defaults: dict) -> None:
+        self.check_group(defaults)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict) -> None:
+        raise NotImplementedError
+
+    def bucket_step(self, bucket: "Bucket", group: dict) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self.check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for name, value in {**self.torch_missing_options, "foreach": None}.items():
+                group.setdefault(name, value)
+        normalize_step_state(self)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one optimization step; `closure` re-evaluates the loss and returns it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for bucket in gather_buckets(self, group, type(self).__name__):
+                self.bucket_step(bucket, group)
+        return loss
+
+
 def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str) -> list[Bucket]:
     """Advance the step counter of every parameter of `group` that has a gradient and bucket them.
 

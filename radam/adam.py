@@ -46,7 +46,7 @@ import torch
 from radam import _kernels as K
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(K.BucketedOptimizer):
     """Adam with fairseq's arithmetic and decoupled weight decay; the maths is in the module docstring.
 
     Args:
@@ -61,31 +61,15 @@ class Adam(torch.optim.Optimizer):
                  weight_decay: float = 0.0, *, freeze_steps: int = 0, foreach: bool | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, freeze_steps=freeze_steps,
                         foreach=foreach)
-        _check_group(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+    torch_missing_options = {"freeze_steps": 0}  # torch.optim.Adam(W) state dicts: plain Adam
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:  # groups from torch.optim.Adam(W) state dicts lack freeze_steps
-            group.setdefault("freeze_steps", 0)
-            group.setdefault("foreach", None)
-        K.normalize_step_state(self)
+    def check_group(self, group: dict) -> None:
+        _check_group(group)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Take one optimization step; `closure` re-evaluates the loss and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for bucket in K.gather_buckets(self, group, "Adam"):
-                _adam_bucket_step(bucket, group)
-        return loss
+    def bucket_step(self, bucket: K.Bucket, group: dict) -> None:
+        _adam_bucket_step(bucket, group)
 
 
 def _check_group(group: dict) -> None:

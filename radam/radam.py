@@ -69,7 +69,7 @@ from radam.theory import rectification, rho_t
 FIRST_STEP_RULES = ("sgd", "adam", "skip")  # Appendix C (Table 3): what may replace Algorithm 2 on the first steps
 
 
-class RAdam(torch.optim.Optimizer):
+class RAdam(K.BucketedOptimizer):
     """Rectified Adam (Algorithm 2 of Liu et al., ICLR 2020); the maths is in the module docstring.
 
     Args:
@@ -90,34 +90,18 @@ class RAdam(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, threshold=threshold,
                         degenerated_to_sgd=degenerated_to_sgd, decoupled_weight_decay=decoupled_weight_decay,
                         first_steps=first_steps, foreach=foreach)
-        _check_group(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+    # torch.optim.RAdam state dicts: its threshold (rho_t > 5), SGD-momentum steps before it, L2 weight decay
+    # unless its group says decoupled_weight_decay=True (then that value is kept).
+    torch_missing_options = {"threshold": 5.0, "degenerated_to_sgd": True, "decoupled_weight_decay": False,
+                             "first_steps": ()}
 
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:  # groups from torch.optim.RAdam state dicts lack our options
-            group.setdefault("threshold", 5.0)
-            group.setdefault("degenerated_to_sgd", True)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("first_steps", ())
-            group.setdefault("foreach", None)
-        K.normalize_step_state(self)
+    def check_group(self, group: dict) -> None:
+        _check_group(group)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Take one optimization step; `closure` re-evaluates the loss and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for bucket in K.gather_buckets(self, group, "RAdam"):
-                _radam_bucket_step(bucket, group)
-        return loss
+    def bucket_step(self, bucket: K.Bucket, group: dict) -> None:
+        _radam_bucket_step(bucket, group)
 
 
 def _check_group(group: dict) -> None:
