@@ -197,7 +197,7 @@ class TransformerModel(nn.Module):
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, pad_idx: int = 1, *, encoder_layers: int = 6,
                  decoder_layers: int = 6, embed_dim: int = 512, ffn_dim: int = 1024, heads: int = 4,
                  dropout: float = 0.3, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 pre_ln: bool = False, share_decoder_input_output_embed: bool = True,
+                 pre_ln: bool = False, share_decoder_input_output_embed: bool = False,
                  share_all_embeddings: bool = False, max_positions: int = 1024):
         super().__init__()
         if share_all_embeddings and src_vocab_size != tgt_vocab_size:
@@ -262,7 +262,7 @@ class TransformerModel(nn.Module):
 
 
 def fairseq_param_count(src_vocab_size: int, tgt_vocab_size: int, *, encoder_layers=6, decoder_layers=6,
-                        embed_dim=512, ffn_dim=1024, pre_ln=False, share_decoder_input_output_embed=True,
+                        embed_dim=512, ffn_dim=1024, pre_ln=False, share_decoder_input_output_embed=False,
                         share_all_embeddings=False) -> int:
     """fairseq's "num. model params" for a transformer with these sizes, from the architecture formula."""
     d, f = embed_dim, ffn_dim
