@@ -21,7 +21,7 @@ TINY_CIFAR = ["task.verify=false", "task.download=false", "task.subset=64", "tas
 # what each experiment sweeps, cut to two jobs
 TWO_JOBS = {
     "cifar_lr_sweep": ["optimizer=sgd,radam", "optimizer.lr=0.1,0.003"],  # the real sweep shape: 4 jobs
-    "cifar_warmup_sweep": ["optimizer.scheduler.warmup_updates=2,4", "optimizer.lr=0.01"],
+    "cifar_warmup_sweep": ["+variant=adam_warmup_100,radam", "optimizer.lr=0.01"],
     "table1": ["optimizer=adam_warmup,radam"],
     "four_step": ["optimizer.first_steps=[],[[sgd,4],[adam,4]]", "seed=1"],
 }
@@ -78,6 +78,8 @@ def test_experiment_sweeps_a_few_updates_on_cpu_and_draws_its_figure(experiment,
     if experiment == "four_step":
         curves = {r["curve"] for r in rows}
         assert curves == {"RAdam throughout", "sgd x4, adam x4, then RAdam"}
+    if experiment == "cifar_warmup_sweep":  # RAdam and Adam-warmup in the same sweep, in the same panel
+        assert {(r["panel"], r["curve"]) for r in rows} == {("lr 0.01", "Adam, warmup 100"), ("lr 0.01", "RAdam")}
 
 
 def test_lr_sweep_applies_the_swept_lrs_and_the_epoch_schedule(cifar_root, tmp_path):
