@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402
 from scripts.fig_warmup_study import order_key, variant  # noqa: E402
-from scripts.runs import Run, find_runs  # noqa: E402
+from scripts.runs import Run, find_runs_or_exit  # noqa: E402
 
 
 def edges(hist: dict) -> np.ndarray:
@@ -119,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fig2_3_grad_histograms", help="file stem of the outputs")
     parser.add_argument("--seed", type=int, default=None, help="the seed drawn per variant (default: lowest)")
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs([args.dir])
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit([args.dir])
     chosen = pick_runs(runs, args.seed)
     if not chosen:
         print(f"error: no grad_histograms.jsonl{f' for seed {args.seed}' if args.seed else ''} under {args.dir}; "

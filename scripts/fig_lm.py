@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402
-from scripts.runs import Run, find_runs  # noqa: E402
+from scripts.runs import Run, find_runs_or_exit  # noqa: E402
 
 ORDER = ("adam_vanilla", "adam", "radam")
 
@@ -128,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fig4_lm", help="file name without extension")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs(args.dirs)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.dirs)
     out = args.out or Path(args.dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     curves, summary = curve_rows(runs), summary_rows(runs)

@@ -3,7 +3,7 @@ run records (Liu et al., "On the Variance of the Adaptive Learning Rate and Beyo
 
     python scripts/fig_vision.py --kind lr multiruns/<cifar_lr_sweep>            # Fig. 6: a panel per optimizer,
                                                                                  #   a curve per lr
-    python scripts/fig_vision.py --kind warmup multiruns/<warmup> multiruns/<lr>  # Fig. 7: a panel per lr, a curve
+    python scripts/fig_vision.py --kind warmup multiruns/<warmup sweep>          # Fig. 7: a panel per lr, a curve
                                                                                  #   per warmup length + RAdam
     python scripts/fig_vision.py --kind optimizer multiruns/<table1>              # Fig. 5: a curve per optimizer
     python scripts/fig_vision.py --kind first_steps multiruns/<four_step>         # Table 3: a curve per variant
@@ -31,7 +31,7 @@ import matplotlib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402  (selects the Agg backend)
-from scripts.runs import Run, find_runs  # noqa: E402
+from scripts.runs import Run, find_runs_or_exit  # noqa: E402
 
 KINDS = ("lr", "warmup", "optimizer", "first_steps")
 ORDER = ("sgd", "adam_vanilla", "adam", "adam_warmup", "adam_untuned_warmup", "adam_2k", "adam_eps", "radam")
@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, default="lr", help="which figure (default: lr, Fig. 6)")
     parser.add_argument("--out", help="output folder (default: the first directory)")
     args = parser.parse_intermixed_args(argv)  # DrawAfterSweep passes: SWEEP_DIR [--kind K] [MORE_DIRS]
-    try:
-        runs = find_runs(args.dirs)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.dirs)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     rows = []
     for run in runs:

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402
-from scripts.runs import Run, find_runs  # noqa: E402
+from scripts.runs import Run, find_runs_or_exit  # noqa: E402
 
 # paper order of the legend; anything else follows alphabetically
 ORDER = ("adam_vanilla", "adam_warmup", "adam_2k", "adam_eps", "radam", "adam_preln", "radam_preln")
@@ -175,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-by", default=None, help="a config key (optimizer.eps) that splits a variant's runs "
                         "into one curve per value, where they differ")
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs(args.dirs)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.dirs)
     out = args.out or Path(args.dirs[0])
     out.mkdir(parents=True, exist_ok=True)
     names = variant_names(runs, args.split_by)

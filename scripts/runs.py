@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -97,3 +98,12 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
             raise FileNotFoundError(f"no run under {path} (no summary.json); did the sweep start?")
         runs += [load_run(d) for d in found]
     return runs
+
+
+def find_runs_or_exit(paths: Iterable[str | Path]) -> list[Run]:
+    """``find_runs`` for a script's main(): a missing path or run prints ``error: ...`` to stderr and exits 1."""
+    try:
+        return find_runs(paths)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None

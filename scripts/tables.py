@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
-from scripts.runs import Run, find_runs  # noqa: E402
+from scripts.runs import Run, find_runs_or_exit  # noqa: E402
 
 # ---------------------------------------------------------------------------------- the paper's numbers
 # Table 1 (best test accuracy, %), and the One Billion Word test perplexity of Fig. 4 (PAPER.md sec. 5).
@@ -312,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", help="run or sweep directories (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="output folder")
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs(args.dirs)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.dirs)
     tables, unplaced = build(runs)
     paths = write(tables, unplaced, args.out)
     print((args.out / "tables.md").read_text())

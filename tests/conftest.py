@@ -33,6 +33,17 @@ REGRESSION = ["hydra.searchpath=[file://" + str(TEST_CONFIGS) + "]", "task=regre
 TIMING_KEYS = {"updates_per_s", "units_per_s", "wall_s"}
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors and models: intra-op threads only add overhead (and jitter on a shared 2-core CI machine)."""
+    import torch  # here, so that the tests without torch do not pay for importing it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def compose_cfg(*overrides: str):
     """The composed (unresolved) config, as run.py would see it, without running anything."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import pytest
 
+from experiments.corpora import files
 from experiments.lm import batching, data
 from experiments.lm.ding import SPLIT_FILES, write_ding_layout
 from experiments.task import DataError
@@ -50,10 +51,10 @@ def test_prepare_encodes_every_sentence_with_an_end_token(tmp_path):
 
 def test_archive_is_checked_extracted_and_its_checksum_recorded(tmp_path):
     archive = write_archive(tmp_path / "dl" / data.ARCHIVE_NAME)
-    digest = data.file_sha256(archive)
+    digest = files.file_sha256(archive)
     with pytest.raises(DataError, match="expected task.sha256=0+; delete it"):
-        data.verify_checksum(archive, "0" * 64)
-    assert data.verify_checksum(archive, digest) == digest
+        files.verify_checksum(archive, "0" * 64)
+    assert files.verify_checksum(archive, digest) == digest
     root = data.extract_layout(archive, tmp_path / "data")
     layout = data.find_layout(root, None, None)
     assert [p.name for p in layout.train] == TRAIN_FILES and layout.test.name == HELDOUT_FILES[0]

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from experiments.corpora import files
 from experiments.lm import data
 from experiments.lm.model import LSTMLanguageModel
 from experiments.lm.task import LMTask
@@ -92,7 +93,7 @@ def test_wrong_updates_per_epoch_is_a_user_error_naming_the_value(corpus_dir, tm
 
 def test_lm1b_archive_from_a_url_is_checked_extracted_and_its_checksum_recorded(tmp_path):
     archive = write_archive(tmp_path / "mirror" / data.ARCHIVE_NAME)
-    digest = data.file_sha256(archive)
+    digest = files.file_sha256(archive)
     options = dict(data_root=str(tmp_path / "data"), url=archive.as_uri(), batch_size=8, bptt=10)
     with pytest.raises(DataError, match=f"has sha256 {digest}, expected task.sha256=f+"):
         LMTask(sha256="f" * 64, **options).prepare()

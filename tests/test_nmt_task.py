@@ -21,13 +21,7 @@ TINY_MODEL = {"encoder_layers": 1, "decoder_layers": 1, "embed_dim": 32, "ffn_di
               "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """CI has 2 cores shared with other tests: more threads only add contention for models this small."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model_cfg(**overrides):

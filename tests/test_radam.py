@@ -23,13 +23,7 @@ BASE = dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, threshold=5
             decoupled_weight_decay=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and jitter on a shared 2-core CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ helpers -----------------------------------------

@@ -177,6 +177,8 @@ def test_table3_cells_come_from_first_steps_and_lm_from_test_ppl(made):
 
 
 def test_missing_directory_is_a_one_line_error(tmp_path, capsys):
-    assert tables.main([str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
+    with pytest.raises(SystemExit) as e:
+        tables.main([str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert e.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "does not exist" in err and "\n" not in err

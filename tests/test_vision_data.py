@@ -20,12 +20,7 @@ from radam.schedules import MultiStep
 from tests.vision_fixtures import write_cifar10, write_imagenet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -28,15 +28,11 @@ real corpus (millions of distinct words before the cut) is the largest object in
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -44,6 +40,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
+from experiments.corpora.files import download, options_hash, prepare_lock
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -97,30 +94,6 @@ def find_layout(root: Path, valid_file: str | None, test_file: str | None) -> La
 
 
 # ---- the archive ------------------------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` (via ``dest.part``, with a progress bar)."""
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=None) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    f.write(block)
-                    bar.update(len(block))
-    except OSError as e:
-        part.unlink(missing_ok=True)
-        raise DataError(f"cannot download {url} ({e}); download it by hand and set task.archive=FILE") from e
-    os.replace(part, dest)
-
-
 def fetch_archive(data_dir: Path, archive: str | None, url: str | None) -> Path:
     """The archive: ``task.archive``, else a previous download in <data_dir>/raw, else a download of ``url``."""
     if archive:
@@ -134,18 +107,8 @@ def fetch_archive(data_dir: Path, archive: str | None, url: str | None) -> Path:
             raise DataError(f"no {ARCHIVE_NAME} at {path} and task.url is null; set task.archive=FILE or task.url")
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s to %s (1.8 GB)", url, path)
-        download(url, path)
+        download([url], path, f"download {url} by hand and set task.archive=FILE")
     return path
-
-
-def verify_checksum(path: Path, expected: str | None) -> str:
-    """sha256 of ``path``; a DataError if ``expected`` is set and differs."""
-    actual = file_sha256(path)
-    if expected and actual != expected.lower():
-        raise DataError(f"{path} has sha256 {actual}, expected task.sha256={expected}; delete it and download "
-                        f"again, or set task.sha256=null to accept it")
-    log.info("%s sha256 %s%s", path.name, actual, "" if expected else " (recorded; set task.sha256 to pin it)")
-    return actual
 
 
 def extract_layout(archive: Path, dest: Path) -> Path:
@@ -233,21 +196,6 @@ def save_array(array: np.ndarray, path: Path) -> None:
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def prepare_lock(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".prepare.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def options_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class Manifest:
     """``manifest.json``: {stage: {"hash", "done", "stats"}}, rewritten atomically after every change."""
 

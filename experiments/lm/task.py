@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from experiments.corpora import files
 from experiments.lm import batching, data
 from experiments.lm.ding import write_ding_layout
 from experiments.task import Batch, DataError, UserError
@@ -96,13 +97,13 @@ class LMTask:
         if self.corpus == "ding":
             return self._ding_root()
         root = self.data_dir / data.ARCHIVE_TOP
-        with data.prepare_lock(self.data_dir):
+        with files.prepare_lock(self.data_dir):
             manifest = data.Manifest(self.data_dir)
             recorded = manifest.stages.get("archive", {}).get("stats", {}).get("sha256")
             pinned = not self.sha256 or recorded == self.sha256.lower()  # a newly pinned checksum is checked
             if not (data.has_layout(root) and manifest.done("archive", "extracted") and pinned):
                 archive = data.fetch_archive(self.data_dir, self.archive, self.url)
-                sha256 = data.verify_checksum(archive, self.sha256)
+                sha256 = files.verify_checksum(archive, self.sha256)
                 data.extract_layout(archive, self.data_dir)
                 manifest.record("archive", "extracted", True, {"archive": str(archive), "sha256": sha256})
         return root
@@ -113,8 +114,8 @@ class LMTask:
             raise DataError(f"the Ding dictionary {self.ding_file} is missing; install the Debian package "
                             f"trans-de-en or set task.ding_file=de-en.txt.gz (ftp.tu-chemnitz.de/pub/Local/urz/ding)")
         root = self.data_dir / "text"
-        key = data.options_hash(data.file_sha256(Path(self.ding_file)), self.train_shards)
-        with data.prepare_lock(self.data_dir):
+        key = files.options_hash(files.file_sha256(Path(self.ding_file)), self.train_shards)
+        with files.prepare_lock(self.data_dir):
             manifest = data.Manifest(self.data_dir)
             if not (data.has_layout(root) and manifest.done("ding_text", key)):
                 shutil.rmtree(root, ignore_errors=True)

@@ -24,9 +24,6 @@ tokenizer per language (``tokenizer.perl -l xx``, escaping on: ``'`` -> ``&apos;
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +36,7 @@ import torch
 from sacremoses import MosesTokenizer
 from tqdm import tqdm
 
+from experiments.corpora.files import file_sha256, options_hash, prepare_lock
 from experiments.nmt.bpe import apply_bpe_lines, learn_joint_bpe, load_bpe
 from experiments.nmt.dictionary import Dictionary
 from experiments.task import DataError
@@ -107,29 +105,6 @@ def atomic_torch_save(obj, path: Path) -> None:
     tmp = Path(str(path) + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def options_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def prepare_lock(data_dir: Path):
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / ".prepare.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Manifest:

@@ -18,8 +18,8 @@ from typing import Sequence
 
 from experiments.corpora.ding import (DEFAULT_FILE, DEFAULT_URLS, is_sentence, parse_ding,  # noqa: F401
                                       read_ding_file, split_of)
-from experiments.nmt.data import SPLITS, clean_corpus, file_sha256, lowercase, moses_tokenize, write_lines
-from experiments.nmt.iwslt import download
+from experiments.corpora.files import download, file_sha256
+from experiments.nmt.data import SPLITS, clean_corpus, lowercase, moses_tokenize, write_lines
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,9 @@ class DingCorpus:
             return self.ding_file
         if not self.download_to.is_file():
             self.download_to.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                download(self.urls, self.download_to)
-            except DataError:
-                raise DataError(
-                    f"Ding dictionary not found at {self.ding_file} and not downloadable; install the Debian "
-                    f"package trans-de-en, or put de-en.txt.gz ({DEFAULT_URLS[0]}) at {self.download_to}"
-                ) from None
+            download(self.urls, self.download_to,
+                     f"the Ding dictionary is not at {self.ding_file} either; install the Debian package "
+                     f"trans-de-en, or put de-en.txt.gz ({DEFAULT_URLS[0]}) at {self.download_to}")
         return self.download_to
 
     def fingerprint(self) -> dict:

@@ -23,18 +23,14 @@ the first working URL of ``task.urls`` (resumed if a partial download exists). I
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
-from experiments.nmt.data import clean_corpus, file_sha256, lowercase, moses_tokenize, write_lines
+from experiments.corpora.files import download, verify_checksum
+from experiments.nmt.data import clean_corpus, lowercase, moses_tokenize, write_lines
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -54,49 +50,7 @@ _SEG_OPEN = re.compile(r'<seg id="[0-9]*">\s*')
 _SEG_CLOSE = re.compile(r"\s*</seg>\s*")
 
 
-# ---- getting and checking the archive ---------------------------------------------------------------------------
-def download(urls: Sequence[str], dest: Path) -> None:
-    """Download to ``dest`` from the first URL that works; resume a partial ``dest.part``; atomic rename."""
-    part = dest.with_name(dest.name + ".part")
-    errors = []
-    for url in urls:
-        try:
-            have = part.stat().st_size if part.exists() else 0
-            request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-            with urllib.request.urlopen(request, timeout=60) as response:
-                resumed = response.status == 206
-                total = int(response.headers.get("Content-Length") or 0) + (have if resumed else 0)
-                with open(part, "ab" if resumed else "wb") as f, tqdm(
-                    total=total or None, initial=have if resumed else 0, unit="B", unit_scale=True,
-                    desc=f"download {dest.name}", disable=None,
-                ) as bar:
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        f.write(block)
-                        bar.update(len(block))
-            os.replace(part, dest)
-            log.info("downloaded %s from %s", dest, url)
-            return
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and part.exists():  # range not satisfiable: the partial file is already complete
-                os.replace(part, dest)
-                return
-            errors.append(f"{url}: {e}")
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            errors.append(f"{url}: {e}")
-    raise DataError(
-        f"IWSLT'14 archive not found and not downloadable ({'; '.join(errors) or 'no task.urls given'}); "
-        f"put {ARCHIVE_NAME} (WIT3 2014-01 texts/de/en) at {dest} or set task.archive=/path/to/{ARCHIVE_NAME}"
-    )
-
-
-def verify_checksum(path: Path, expected: str | None) -> str:
-    actual = file_sha256(path)
-    if expected and actual != expected.lower():
-        raise DataError(f"checksum mismatch for {path}: sha256 {actual}, expected {expected}; "
-                        f"delete the file to download it again, or fix task.sha256")
-    return actual
-
-
+# ---- reading the archive ----------------------------------------------------------------------------------------
 def read_archive(path: Path, names: Sequence[str]) -> dict[str, list[str]]:
     """The lines of ``names`` (paths inside the archive), read without extracting anything to disk."""
     out = {}
@@ -152,10 +106,9 @@ class IwsltCorpus:
     def fingerprint(self) -> dict:
         if not self.archive.exists():
             self.archive.parent.mkdir(parents=True, exist_ok=True)
-            download(self.urls, self.archive)
+            download(self.urls, self.archive, f"put {ARCHIVE_NAME} (WIT3 2014-01 texts/de/en) at {self.archive} or "
+                     f"set task.archive=/path/to/{ARCHIVE_NAME}")
         actual = verify_checksum(self.archive, self.sha256)
-        if not self.sha256:
-            log.info("IWSLT'14 archive %s has sha256 %s (set task.sha256 to verify it)", self.archive, actual)
         return {"archive_sha256": actual, "drop_tags": self.drop_tags, "max_len": self.max_len, "ratio": self.ratio}
 
     def write_tokenized(self, tok_dir: Path) -> dict:
