@@ -84,6 +84,22 @@ def lowercase(lines: Iterable[str]) -> list[str]:
 
 
 # ---- files ------------------------------------------------------------------------------------------------------
+def write_tokenized_split(tok_dir: Path, split: str, langs: tuple[str, str], src_lines: Sequence[str],
+                          tgt_lines: Sequence[str], *, max_len: int, ratio: float, lower: bool) -> int:
+    """The recipe's text steps for one split of raw sentence pairs: Moses tokenization, clean-corpus-n (train
+    only), lower-casing; written to <tok_dir>/<split>.<lang>. Returns the number of pairs kept."""
+    src, tgt = langs
+    s_lines = moses_tokenize(src_lines, src, f"tokenize {split}.{src}")
+    t_lines = moses_tokenize(tgt_lines, tgt, f"tokenize {split}.{tgt}")
+    if split == "train":
+        s_lines, t_lines = clean_corpus(s_lines, t_lines, max_len=max_len, ratio=ratio)
+    if lower:
+        s_lines, t_lines = lowercase(s_lines), lowercase(t_lines)
+    write_lines(tok_dir / f"{split}.{src}", s_lines)
+    write_lines(tok_dir / f"{split}.{tgt}", t_lines)
+    return len(s_lines)
+
+
 def read_lines(path: Path) -> list[str]:
     with open(path, encoding="utf-8", newline="\n") as f:
         return [line.rstrip("\n") for line in f]
@@ -297,16 +313,10 @@ class RawTextCorpus:
         src, tgt = self.langs
         stats = {}
         for split in SPLITS:
-            s_lines = moses_tokenize(read_lines(self.raw_dir / f"{split}.{src}"), src, f"tokenize {split}.{src}")
-            t_lines = moses_tokenize(read_lines(self.raw_dir / f"{split}.{tgt}"), tgt, f"tokenize {split}.{tgt}")
+            s_lines, t_lines = read_lines(self.raw_dir / f"{split}.{src}"), read_lines(self.raw_dir / f"{split}.{tgt}")
             if len(s_lines) != len(t_lines):
                 raise DataError(f"{self.raw_dir}/{split}.{src} and .{tgt} differ in length "
                                 f"({len(s_lines)} vs {len(t_lines)} lines); fix the corpus")
-            if split == "train":
-                s_lines, t_lines = clean_corpus(s_lines, t_lines, max_len=self.max_len, ratio=self.ratio)
-            if self.lowercase:
-                s_lines, t_lines = lowercase(s_lines), lowercase(t_lines)
-            write_lines(tok_dir / f"{split}.{src}", s_lines)
-            write_lines(tok_dir / f"{split}.{tgt}", t_lines)
-            stats[split] = len(s_lines)
+            stats[split] = write_tokenized_split(tok_dir, split, self.langs, s_lines, t_lines, max_len=self.max_len,
+                                                 ratio=self.ratio, lower=self.lowercase)
         return stats

@@ -19,7 +19,7 @@ from typing import Sequence
 from experiments.corpora.ding import (DEFAULT_FILE, DEFAULT_URLS, is_sentence, parse_ding,  # noqa: F401
                                       read_ding_file, split_of)
 from experiments.corpora.files import download, file_sha256
-from experiments.nmt.data import SPLITS, clean_corpus, lowercase, moses_tokenize, write_lines
+from experiments.nmt.data import SPLITS, write_tokenized_split
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,7 @@ class DingCorpus:
             by_split[split_of(de, self.valid_permille, self.test_permille)].append((de, en))
         stats = {"pairs": len(pairs)}
         for split in SPLITS:
-            de = moses_tokenize([p[0] for p in by_split[split]], "de", f"tokenize {split}.de")
-            en = moses_tokenize([p[1] for p in by_split[split]], "en", f"tokenize {split}.en")
-            if split == "train":
-                de, en = clean_corpus(de, en, max_len=self.max_len, ratio=self.ratio)
-            if self.lowercase:
-                de, en = lowercase(de), lowercase(en)
-            write_lines(tok_dir / f"{split}.de", de)
-            write_lines(tok_dir / f"{split}.en", en)
-            stats[split] = len(de)
+            de, en = [p[0] for p in by_split[split]], [p[1] for p in by_split[split]]
+            stats[split] = write_tokenized_split(tok_dir, split, ("de", "en"), de, en, max_len=self.max_len,
+                                                 ratio=self.ratio, lower=self.lowercase)
         return stats
