@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from experiments import records
 from experiments.loop import REPO, train
-from experiments.task import UserError
+from experiments.task import UserError, first_line
 
 
 def record_failure(run_dir: Path, choices: dict[str, str], seed: int, message: str) -> None:
@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> str:
     try:
         summary = train(cfg, run_dir, choices)
     except UserError as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = first_line(e)
         print(f"error: {message}", file=sys.stderr)
         record_failure(run_dir, choices, cfg.seed, message)
         if hc.mode == RunMode.MULTIRUN:

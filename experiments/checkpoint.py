@@ -70,9 +70,13 @@ def load(path: Path, *, model, optimizer, scheduler, scaler) -> dict[str, Any]:
     return state["progress"]
 
 
-def prune_epoch_checkpoints(directory: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` epoch<N>.pt files; return the kept ones, oldest first."""
-    epochs = sorted(Path(directory).glob("epoch*.pt"), key=lambda p: int(p.stem[len("epoch"):]))
+def epoch_checkpoints(directory: Path) -> list[Path]:
+    """The epoch<N>.pt files of ``directory``, oldest first."""
+    return sorted(Path(directory).glob("epoch*.pt"), key=lambda p: int(p.stem[len("epoch"):]))
+
+
+def prune_epoch_checkpoints(directory: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` epoch<N>.pt files."""
+    epochs = epoch_checkpoints(directory)
     for old in epochs[: max(len(epochs) - keep, 0)]:
         old.unlink()
-    return epochs[max(len(epochs) - keep, 0):]

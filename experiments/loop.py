@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import checkpoint, distributed, records
 from experiments.histograms import grad_histogram
 from experiments.loggers import build_tracker
-from experiments.task import Task, UserError
+from experiments.task import Task, UserError, first_line, to_device
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -98,15 +98,10 @@ def _instantiate(node: Any, where: str) -> Any:
     try:
         return instantiate(node)
     except Exception as e:  # Hydra wraps import errors and bad arguments in multi-line messages
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot build {where} ({first}); check the {where} config group") from e
+        raise UserError(f"cannot build {where} ({first_line(e)}); check the {where} config group") from e
 
 
 # --------------------------------------------------------------------------------------------- one update
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
 
 def autocast(precision: str, device: torch.device):
     if precision == "fp32":
@@ -137,8 +132,8 @@ def train_step(task: Task, model, net, batches, optimizer, scheduler, scaler, t:
     if scaler is not None:
         scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
-    for p in params:  # sum over ranks / global sample size (DDP averaged over ranks: hence world_size)
-        p.grad.mul_(d.world_size / stats["sample_size"])
+    # sum over ranks / global sample size (DDP averaged over ranks: hence world_size)
+    torch._foreach_mul_([p.grad for p in params], d.world_size / stats["sample_size"])
     hist = grad_histogram(p.grad for p in params) if histogram else None
     gnorm = torch.nn.utils.clip_grad_norm_(params, t.clip_norm if t.clip_norm > 0 else math.inf)
     lr = optimizer.param_groups[0]["lr"]
@@ -257,8 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
         try:
             p.update(checkpoint.load(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler))
         except (RuntimeError, ValueError, KeyError, EOFError, OSError) as e:  # other model/optimizer, or damaged
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot resume from {last} ({first[:200]}); rerun with the config it was written "
+            raise UserError(f"cannot resume from {last} ({first_line(e)[:200]}); rerun with the config it was written "
                             f"with, or use a new hydra.run.dir") from e
         log.info(f"resumed from {last} at update {p['update']} (epoch {p['epoch']}, batch {p['batch_in_epoch']})")
         if p["task"] is not None and hasattr(task, "load_state_dict"):
@@ -374,8 +368,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
     distributed.barrier(d)
     result = {}
     if d.is_main:
-        epoch_ckpts = sorted(ckpt_dir.glob("epoch*.pt"), key=lambda q: int(q.stem[len("epoch"):]))
-        result = task.finalize(model, epoch_ckpts) or {}
+        result = task.finalize(model, checkpoint.epoch_checkpoints(ckpt_dir)) or {}
         if result:
             emit({"update": p["update"], "epoch": p["epoch"], "split": "test", **result})
             log.info(_line("final", p, result))

@@ -28,8 +28,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-STATUSES = ("running", "completed", "diverged", "failed", "preempted")
-
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars

@@ -8,7 +8,7 @@ only the methods below, in this order::
     model = task.build_model(cfg.model)
     for epoch in ...:
         for batch in task.train_batches(epoch, rank, world_size):   # batch: dict[str, Tensor] on CPU
-            loss_sum, stats = task.loss(model, to_device(batch))    # back-propagate loss_sum
+            loss_sum, stats = task.loss(model, to_device(batch, device))  # back-propagate loss_sum
             ...                                                     # grads /= sum of stats["sample_size"]
         task.evaluate(model, "valid")                # -> {"loss": ..., "ppl": ...}
     task.finalize(model, epoch_checkpoints)          # e.g. checkpoint averaging, beam search, BLEU
@@ -31,6 +31,17 @@ import torch
 from torch import nn
 
 Batch = dict[str, torch.Tensor]
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): for one-line user errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """Move every tensor of a batch to ``device`` (asynchronously where the memory allows)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class UserError(Exception):

@@ -17,6 +17,7 @@ written as the strings "nan" / "inf" / "-inf", come back as floats; a trailing h
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -67,12 +68,19 @@ class Run:
     def seed(self) -> int:
         return self.summary["seed"]
 
+    @functools.cached_property
+    def _events(self) -> list[dict]:  # metrics.jsonl is read once per Run, however often a script asks
+        return read_jsonl(self.dir / "metrics.jsonl")
+
+    @functools.cached_property
+    def _histograms(self) -> list[dict]:
+        return read_jsonl(self.dir / "grad_histograms.jsonl")
+
     def events(self, split: str | None = None) -> list[dict]:
-        events = read_jsonl(self.dir / "metrics.jsonl")
-        return events if split is None else [e for e in events if e.get("split") == split]
+        return [dict(e) for e in self._events if split is None or e.get("split") == split]
 
     def histograms(self) -> list[dict]:
-        return read_jsonl(self.dir / "grad_histograms.jsonl")
+        return [dict(h) for h in self._histograms]
 
 
 def load_run(run_dir: Path) -> Run:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from experiments.loop import TIMING_KEYS
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TEST_CONFIGS = REPO / "tests" / "configs"
@@ -30,7 +32,6 @@ TINY_NMT = [
 ]
 REGRESSION = ["hydra.searchpath=[file://" + str(TEST_CONFIGS) + "]", "task=regression", "model=mlp",
               "trainer.threads=1", "trainer.progress_bar=false"]
-TIMING_KEYS = {"updates_per_s", "units_per_s", "wall_s"}
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from experiments.corpora.ding import (DEFAULT_FILE, DEFAULT_URLS, is_sentence, parse_ding,  # noqa: F401
-                                      read_ding_file, split_of)
+from experiments.corpora.ding import DEFAULT_FILE, DEFAULT_URLS, parse_ding, read_ding_file, split_of
 from experiments.corpora.files import download, file_sha256
 from experiments.nmt.data import SPLITS, write_tokenized_split
 from experiments.task import DataError

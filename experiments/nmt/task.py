@@ -49,7 +49,7 @@ from experiments.nmt.dictionary import EOS, PAD, UNK, Dictionary
 from experiments.nmt.ding import DEFAULT_FILE, DingCorpus
 from experiments.nmt.loss import label_smoothed_cross_entropy
 from experiments.nmt.search import beam_search
-from experiments.task import Batch, UserError
+from experiments.task import Batch, UserError, to_device
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class NMTTask:
         try:
             for b in token_batches(data.src.lengths.numpy()[idx], data.tgt.lengths.numpy()[idx], self.max_tokens,
                                    shuffle=False):
-                batch = {k: v.to(device) for k, v in collate(data, idx[b]).items()}
+                batch = to_device(collate(data, idx[b]), device)
                 _, stats = self.loss(model, batch)
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + v

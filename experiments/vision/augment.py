@@ -10,6 +10,8 @@ so an epoch's batches are the same on any device and after a resume; `apply` the
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -37,8 +39,13 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
+@functools.lru_cache(maxsize=None)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1, C, 1, 1) tensors on ``device``, built once per device (not per batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def normalize(images: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 (pixel / 255 - mean) / std."""
-    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    mean, std = _channel_stats(tuple(mean), tuple(std), images.device)
     return (images.float() / 255.0 - mean) / std

@@ -24,7 +24,7 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity, extract_archive
 
-from experiments.task import DataError
+from experiments.task import DataError, first_line
 
 FOLDER = CIFAR10.base_folder                                    # "cifar-10-batches-py"
 ARCHIVE = CIFAR10.filename                                      # "cifar-10-python.tar.gz"
@@ -67,8 +67,7 @@ def _download(data_dir: Path) -> None:
     try:
         CIFAR10(str(data_dir), train=True, download=True)  # torchvision downloads, checks the MD5 and extracts
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot download CIFAR-10 into {data_dir} ({first[:150]}); put {ARCHIVE} or {FOLDER}/ "
+        raise DataError(f"cannot download CIFAR-10 into {data_dir} ({first_line(e)[:150]}); put {ARCHIVE} or {FOLDER}/ "
                         f"there by hand") from e
 
 

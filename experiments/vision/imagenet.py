@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from experiments.task import DataError
+from experiments.task import DataError, first_line
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -41,8 +41,7 @@ def image_folder(data_dir: Path, split: str, transform) -> datasets.ImageFolder:
     try:
         return datasets.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as e:  # no class folders / no images
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{folder} holds no images ({first[:120]}); {layout}") from e
+        raise DataError(f"{folder} holds no images ({first_line(e)[:120]}); {layout}") from e
 
 
 def loader(dataset, indices, batch_size: int, workers: int) -> torch.utils.data.DataLoader:

@@ -32,7 +32,7 @@ import hydra
 import torch
 from torch import nn
 
-from experiments.task import Batch, UserError
+from experiments.task import Batch, UserError, to_device
 from experiments.vision import augment, cifar, imagenet
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class ClassificationTask:
         totals: dict[str, float] = {}
         try:
             for batch in self.eval_batches(split):
-                _, stats = self.loss(model, {k: v.to(device, non_blocking=True) for k, v in batch.items()})
+                _, stats = self.loss(model, to_device(batch, device))
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + v
         finally:
