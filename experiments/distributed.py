@@ -45,12 +45,11 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
-    """Sum a list of floats over all ranks (float64, so token counts stay exact)."""
-    if not d.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+def all_reduce_sum(values: list[float] | torch.Tensor, d: Dist, device: torch.device) -> list[float]:
+    """Sum floats (a list, or a 1-d tensor) over all ranks, in float64 so token counts stay exact."""
+    t = torch.as_tensor(values, dtype=torch.float64, device=device)
+    if d.enabled:
+        dist.all_reduce(t)
     return t.tolist()
 
 

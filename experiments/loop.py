@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import checkpoint, distributed, records
 from experiments.histograms import grad_histogram
 from experiments.loggers import build_tracker
-from experiments.task import Task, UserError, first_line, to_device
+from experiments.task import Task, UserError, accumulate, first_line, to_device
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -116,17 +117,17 @@ def train_step(task: Task, model, net, batches, optimizer, scheduler, scaler, t:
     Returns (summed stats over all ranks, gradient norm before clipping, lr used, |g| histogram or None).
     """
     optimizer.zero_grad(set_to_none=True)
-    local: dict[str, float] = {}
+    local: dict[str, torch.Tensor] = {}  # float64 sums on the device: no host sync between the batches
     for i, batch in enumerate(batches):
         accumulating = d.enabled and i < len(batches) - 1  # DDP all-reduces on the last backward only
         with net.no_sync() if accumulating else contextlib.nullcontext():
             with autocast(t.precision, device):
                 loss_sum, stats = task.loss(net, to_device(batch, device))
             (scaler.scale(loss_sum) if scaler else loss_sum).backward()
-        for k, v in stats.items():
-            local[k] = local.get(k, 0.0) + float(v)
+        accumulate(local, stats, device)
     keys = sorted(local)
-    stats = dict(zip(keys, distributed.all_reduce_sum([local[k] for k in keys], d, device)))
+    # all ranks' sums, copied to the host once per update (the step needs the global sample size)
+    stats = dict(zip(keys, distributed.all_reduce_sum(torch.stack([local[k] for k in keys]), d, device)))
     if stats.get("sample_size", 0) <= 0:
         raise UserError("an update saw no samples (stats['sample_size'] == 0); check the task's batching")
     if scaler is not None:
@@ -177,13 +178,20 @@ class Meter:
 
 
 class StopSignal:
-    """SIGTERM / SIGUSR1 set a flag; the loop checkpoints after the current update and exits cleanly."""
+    """SIGTERM, SIGUSR1 and the job scheduler's preemption signal set a flag; the loop checkpoints after the
+    current update and ends the run with status ``preempted``.
+
+    Under submitit (Hydra's submitit launchers) the preemption signal is SIGUSR2 (or $SUBMITIT_PREEMPT_SIGNAL):
+    SLURM sends it ``signal_delay_s`` before the time limit or on preemption, and submitit's handler requeues the
+    job. That handler is kept and called by ``hand_over`` once the checkpoint is written, so the requeued job
+    resumes from the very update the signal arrived at (submitit then exits the process).
+    """
 
     def __init__(self):
         self.received: int | None = None
         self.previous = {}
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in _stop_signals()}
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
@@ -191,6 +199,18 @@ class StopSignal:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def hand_over(self) -> None:
+        """Call the handler that was installed before ours for the received signal (submitit's requeue)."""
+        handler = self.previous.get(self.received)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.received, None)
+
+
+def _stop_signals() -> set[int]:
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # submitit's variable and default
+    preempt = getattr(signal, "SIG" + name.upper().removeprefix("SIG"), signal.SIGUSR2)
+    return {signal.SIGTERM, signal.SIGUSR1, preempt}
 
 
 def diverged(metrics: dict[str, float], bound: float | None) -> bool:
@@ -211,9 +231,12 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None)
     """
     stop = StopSignal()
     try:
-        return _train(cfg, Path(run_dir), choices, stop)
+        summary = _train(cfg, Path(run_dir), choices, stop)
     finally:
         stop.restore()
+    if summary["status"] == "preempted":
+        stop.hand_over()  # under submitit: requeue the job (and exit); otherwise nothing
+    return summary
 
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop: StopSignal) -> dict[str, Any]:

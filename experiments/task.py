@@ -44,6 +44,15 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def accumulate(totals: dict[str, torch.Tensor], stats: Mapping[str, torch.Tensor | float],
+               device: torch.device) -> None:
+    """``totals[k] += stats[k]`` as float64 tensors on ``device``: summing a task's statistics over batches
+    never waits for the device (a 0-dim tensor stays there; ``float()`` of the sum reads it once)."""
+    for k, v in stats.items():
+        v = torch.as_tensor(v, dtype=torch.float64, device=device)
+        totals[k] = totals[k] + v if k in totals else v
+
+
 class UserError(Exception):
     """A problem the user can fix (missing data, corrupt archive, impossible config).
 
@@ -69,11 +78,14 @@ class Task(Protocol):
         depend on anything but (seed, epoch, rank, world_size).
         """
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return (summed loss to back-propagate, summed statistics incl. ``sample_size``)."""
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Return (summed loss to back-propagate, summed statistics incl. ``sample_size``).
 
-    def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
-        """Turn summed statistics (of any number of batches) into reported metrics: loss (nats), ppl, acc..."""
+        Statistics computed on the device stay 0-dim tensors (detached): converting them with ``float()`` here
+        would make the host wait for the forward pass before it can queue the backward one."""
+
+    def metrics(self, stats: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+        """Turn summed statistics (floats or 0-dim tensors; return floats) (of any number of batches) into reported metrics: loss (nats), ppl, acc..."""
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on ``split`` ("valid" or "test"), model in eval mode, no gradients."""

@@ -66,6 +66,8 @@ def test_train_batches_loss_and_metrics(iwslt_task):
     batch = batches[0]
     assert batch["src_tokens"].numel() <= 256 and batch["target"].numel() <= 256
     loss_sum, stats = iwslt_task.loss(model, batch)
+    assert all(not torch.is_tensor(v) or (v.dim() == 0 and not v.requires_grad) for v in stats.values())
+    stats = {k: float(v) for k, v in stats.items()}  # device statistics stay tensors (no host sync)
     assert stats["sample_size"] == stats["ntokens"] == float(batch["target"].ne(PAD).sum())
     assert loss_sum.requires_grad and math.isclose(stats["loss"], loss_sum.item(), rel_tol=1e-6)
     m = iwslt_task.metrics(stats)

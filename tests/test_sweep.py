@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tests.conftest import TINY_NMT, events, run_py, summary
+import pytest
+
+from tests.conftest import REPO, TINY_NMT, events, run_env, run_py, summary
 
 TINY_SWEEP = [*TINY_NMT, "trainer.max_updates=3", "trainer.log_interval=1", "trainer.grad_histogram_updates=[1]"]
 
@@ -36,3 +44,42 @@ def test_submitit_local_sweep(ding_data, tmp_path):
     assert [summary(d)["optimizer"] for d in dirs] == ["adam_2k", "adam_eps"]
     assert all(summary(d)["status"] == "completed" and summary(d)["updates"] == 3 for d in dirs)
     assert (tmp_path / ".submitit").is_dir()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the submitit job's process through /proc")
+def test_submitit_requeues_a_preempted_job_which_resumes_at_the_update_it_stopped(ding_data, tmp_path):
+    """SLURM's preemption signal reaches the job (submitit: SIGUSR2); the loop checkpoints, submitit's handler
+    requeues the job, and the requeued job resumes from that update. Here submitit's local executor stands in
+    for SLURM: same launcher plugin, same signal handling, its own requeue."""
+    n = 150
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY_NMT,
+            f"trainer.max_updates={n}", "trainer.log_interval=1", "trainer.save_interval_updates=0",
+            "trainer.grad_histogram_updates=[]", "trainer.valid_at_epoch_end=false", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=run_env(ding_data),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "0_ding_radam_seed1"
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").exists() or len((run_dir / "metrics.jsonl").read_text().splitlines()) < 10:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    (controller,) = [int(p.name) for p in (tmp_path / ".submitit").iterdir() if p.name.isdigit()]
+    (job,) = _children(controller)  # the process that runs the Hydra job (one task)
+    os.kill(job, signal.SIGUSR2)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+
+    assert summary(run_dir)["status"] == "completed" and summary(run_dir)["updates"] == n
+    train = [e["update"] for e in events(run_dir) if e["split"] == "train"]
+    assert train == list(range(1, n + 1))  # every update logged once across the two jobs
+    log = (run_dir / "run.log").read_text()
+    saved = re.search(r"signal received: saved \S+ at update (\d+)", log)
+    resumed = re.search(r"resumed from \S+ at update (\d+)", log)
+    assert saved and resumed and saved.group(1) == resumed.group(1), log  # no update lost or redone
+    assert 10 <= int(saved.group(1)) < n
+    submitit_log = "\n".join(p.read_text() for p in (tmp_path / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in submitit_log, submitit_log

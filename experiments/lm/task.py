@@ -164,10 +164,10 @@ class LMTask:
             return None
         return tuple(h.to(batch["input"].device) for h in self._hidden)
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         nll, hidden = model(batch["input"], batch["target"], self._carried_state(batch))
         self._hidden = tuple(h.detach() for h in hidden)  # truncated BPTT: no gradient into the previous batch
-        return nll, {"loss": float(nll.detach()), "sample_size": float(batch["target"].numel())}
+        return nll, {"loss": nll.detach(), "sample_size": float(batch["target"].numel())}
 
     def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
         loss = float(stats.get("loss", 0.0)) / max(float(stats.get("sample_size", 0.0)), 1.0)

@@ -49,7 +49,7 @@ from experiments.nmt.dictionary import EOS, PAD, UNK, Dictionary
 from experiments.nmt.ding import DEFAULT_FILE, DingCorpus
 from experiments.nmt.loss import label_smoothed_cross_entropy
 from experiments.nmt.search import beam_search
-from experiments.task import Batch, UserError, to_device
+from experiments.task import Batch, UserError, accumulate, to_device
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,12 @@ class NMTTask:
         factory = hydra.utils.instantiate(model_cfg)
         return factory(src_vocab_size=len(self.src_dict), tgt_vocab_size=len(self.tgt_dict), pad_idx=PAD)
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])  # (B, T, V)
         loss_sum, nll_sum = label_smoothed_cross_entropy(logits, batch["target"], self.label_smoothing,
                                                          ignore_index=PAD)
-        ntokens = float(batch["target"].ne(PAD).sum())
-        stats = {"loss": float(loss_sum.detach()), "nll_loss": float(nll_sum.detach()), "ntokens": ntokens,
+        ntokens = batch["target"].ne(PAD).sum()
+        stats = {"loss": loss_sum.detach(), "nll_loss": nll_sum.detach(), "ntokens": ntokens,
                  "nsentences": float(batch["target"].size(0)), "sample_size": ntokens}
         return loss_sum, stats
 
@@ -183,14 +183,13 @@ class NMTTask:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         try:
             for b in token_batches(data.src.lengths.numpy()[idx], data.tgt.lengths.numpy()[idx], self.max_tokens,
                                    shuffle=False):
                 batch = to_device(collate(data, idx[b]), device)
                 _, stats = self.loss(model, batch)
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
+                accumulate(totals, stats, device)
         finally:
             model.train(was_training)
         return self.metrics(totals)

@@ -32,7 +32,7 @@ import hydra
 import torch
 from torch import nn
 
-from experiments.task import Batch, UserError, to_device
+from experiments.task import Batch, UserError, accumulate, to_device
 from experiments.vision import augment, cifar, imagenet
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,15 @@ class ClassificationTask:
         """The model's input (B, 3, H, W) float from a batch (already on the model's device)."""
         return batch["images"]
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         logits = model(self.inputs(batch))                                            # (B, classes)
         labels = batch["labels"]
         loss_sum = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        stats = {"loss": float(loss_sum.detach()), "sample_size": float(labels.numel())}
+        stats = {"loss": loss_sum.detach(), "sample_size": float(labels.numel())}
         top = logits.detach().topk(min(max(self.topk), logits.size(1)), dim=1).indices  # (B, k)
         hits = top.eq(labels[:, None])
         for k in self.topk:
-            stats[f"correct{k}"] = float(hits[:, :k].any(dim=1).sum())
+            stats[f"correct{k}"] = hits[:, :k].any(dim=1).sum()
         return loss_sum, stats
 
     def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
@@ -91,12 +91,11 @@ class ClassificationTask:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         try:
             for batch in self.eval_batches(split):
                 _, stats = self.loss(model, to_device(batch, device))
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
+                accumulate(totals, stats, device)
         finally:
             model.train(was_training)
         return self.metrics(totals)
