@@ -1,0 +1,25 @@
+"""The benchmark scripts run (their numbers are not checked here: timing belongs in benchmarks/, not tests)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import train_throughput
+
+
+@pytest.mark.parametrize("workload", ["nmt-cpu", "cifar-resnet20"])
+def test_train_throughput_measures_a_workload_in_each_precision(workload, one_thread):
+    for precision in ("fp32", "bf16"):
+        r = train_throughput.measure(workload, train_throughput.torch.device("cpu"), precision, compiled=False,
+                                     steps=1, warmup=1, max_tokens=400)
+        assert r["s_per_update"] > 0 and math.isfinite(r["units_per_s"]) and r["params"] > 0
+    assert (r["paper_hours"] is None) == (workload == "nmt-cpu")
+
+
+def test_train_throughput_lm_workload_builds_the_paper_model_shape():
+    w = train_throughput.lm_1bw(train_throughput.torch.device("cpu"), vocab=5000)
+    assert w.units == 128 * 20 and w.paper_updates == 14 * 312_000
+    loss = w.loss(w.model)
+    assert loss.ndim == 0 and math.log(5000) / 2 < loss.item() < 2 * math.log(5000)  # untrained: about uniform
