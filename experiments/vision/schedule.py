@@ -5,8 +5,12 @@
     d_g(t)  = lr_g * gamma^(number of milestones <= t)           (radam.schedules.MultiStep, milestones in epochs)
 
 t counts the updates already taken (radam/schedules.py conventions), W = warmup_updates. The original code
-warms up inside its AdamW (cifar_imagenet/utils/radam.py: lr 1e-8 + t lr / W while t < W), i.e. the same
-linear ramp on the step-decayed lr; W is far below the first milestone in every setting of the paper.
+warms up inside its AdamW (LiyuanLucasLiu/RAdam, cifar_imagenet/utils/radam.py, the optimizer the CIFAR recipes
+call "adamw" for both Adam and Adam with warmup): at its 1-based step s < W the lr is 1e-6 + s (lr - 1e-6) / W
+(1e-8 + s lr / W in the repository's top-level radam.py), on the step-decayed lr. That is this ramp shifted by one
+update (s = t + 1) with another starting value; W is far below the first milestone in every setting of the paper.
+The same AdamW also fixes what "Adam" means in the vision experiments: fairseq's arithmetic (eps added to sqrt(v)
+before the bias correction) and decoupled weight decay theta <- theta - lr_t wd theta, i.e. radam.adam.Adam.
 """
 
 from __future__ import annotations
