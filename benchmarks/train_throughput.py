@@ -129,6 +129,8 @@ def measure(name: str, device: torch.device, precision: str, compiled: bool, ste
     torch.manual_seed(0)
     w = build(name, device, max_tokens)
     model = w.model.to(device).train()
+    if compiled:
+        torch._dynamo.reset()  # each measurement compiles afresh (and stays under dynamo's recompile limit)
     net = torch.compile(model) if compiled else model
     optimizer = RAdam(model.parameters(), lr=1e-4, weight_decay=1e-4)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

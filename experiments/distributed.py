@@ -3,7 +3,9 @@
     torchrun --nproc_per_node 4 run.py task=iwslt optimizer=radam hydra.run.dir=runs/iwslt_radam
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; without them the run is a plain
-single process. Backend: NCCL on CUDA, gloo on CPU. Only rank 0 writes records and checkpoints.
+single process. Under Hydra's submitit launchers with tasks_per_node (and nodes) > 1, every task runs the job and
+submitit's environment (SLURM's, or its local executor's) is exported into those variables first. Backend: NCCL
+on CUDA, gloo on CPU. Only rank 0 writes records and checkpoints.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ class Dist:
 
 
 def setup(device_type: str) -> Dist:
-    """Join the process group torchrun describes in the environment (a no-op without torchrun)."""
+    """Join the process group torchrun (or a multi-task submitit job) describes (a no-op for one process)."""
+    if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):
+        import submitit
+
+        if submitit.JobEnvironment().num_tasks > 1:  # one process per task (GPU): RANK, WORLD_SIZE, MASTER_*
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Dist()
@@ -46,7 +53,10 @@ def teardown(d: Dist) -> None:
 
 
 def all_reduce_sum(values: list[float] | torch.Tensor, d: Dist, device: torch.device) -> list[float]:
-    """Sum floats (a list, or a 1-d tensor) over all ranks, in float64 so token counts stay exact."""
+    """Sum floats (a list, or a 1-d tensor: reduced in place) over all ranks, in float64 so token counts stay
+    exact; returns them as floats."""
+    if not d.enabled and not torch.is_tensor(values):
+        return list(values)
     t = torch.as_tensor(values, dtype=torch.float64, device=device)
     if d.enabled:
         dist.all_reduce(t)

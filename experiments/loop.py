@@ -59,8 +59,6 @@ def configure_torch(t: DictConfig, device: torch.device) -> None:
         torch.set_num_threads(int(t.threads))
     if t.precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"trainer.precision={t.precision!r} is unknown; use fp32, bf16 or fp16")
-    if t.precision != "fp32" and device.type != "cuda":
-        raise UserError(f"trainer.precision={t.precision} needs CUDA; use trainer.precision=fp32 on {device.type}")
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -190,27 +188,34 @@ class StopSignal:
     def __init__(self):
         self.received: int | None = None
         self.previous = {}
+        self.preempt = _preempt_signal()
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in _stop_signals()}
+            self.previous = {sig: signal.signal(sig, self._handle)
+                             for sig in (signal.SIGTERM, signal.SIGUSR1, self.preempt)}
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        if self.received != self.preempt:  # SLURM's SIGTERM may follow the preemption signal: keep the latter
+            self.received = signum
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
     def hand_over(self) -> None:
-        """Call the handler that was installed before ours for the received signal (submitit's requeue)."""
-        handler = self.previous.get(self.received)
+        """Call the handler that was installed before ours for the preemption signal (submitit's requeue, which
+        exits the process). A handler that cannot requeue raises (submitit: timed out too many times): the run
+        stays resumable by hand, so that is logged, not raised."""
+        handler = self.previous.get(self.received) if self.received == self.preempt else None
         if callable(handler) and handler is not signal.default_int_handler:
-            handler(self.received, None)
+            try:
+                handler(self.received, None)
+            except Exception as e:  # noqa: BLE001 - anything but SystemExit: the requeue did not happen
+                log.warning(f"the job was not requeued ({first_line(e)}); rerun it to resume")
 
 
-def _stop_signals() -> set[int]:
+def _preempt_signal() -> int:
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # submitit's variable and default
-    preempt = getattr(signal, "SIG" + name.upper().removeprefix("SIG"), signal.SIGUSR2)
-    return {signal.SIGTERM, signal.SIGUSR1, preempt}
+    return getattr(signal, "SIG" + name.upper().removeprefix("SIG"), signal.SIGUSR2)
 
 
 def diverged(metrics: dict[str, float], bound: float | None) -> bool:
@@ -261,7 +266,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
     model = task.build_model(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.optimizer, optimizer)
-    scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     if d.enabled:
         torch.manual_seed(cfg.seed + d.rank)  # dropout differs across ranks; the weights come from rank 0
 
@@ -300,11 +305,15 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
 
     def save(path: Path) -> None:
         task_state = task.state_dict() if hasattr(task, "state_dict") else None  # every rank: it may gather
+        if path == last:
+            saved_last_at[0] = p["update"]
         if d.is_main:
             p["task"] = task_state
             p["metrics_lines"], p["histogram_lines"] = metrics_file.lines, hist_file.lines
             p["meter"], p["wall_s"] = meter.state(), wall()
             checkpoint.save(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, progress=p)
+
+    saved_last_at = [None]  # the update last.pt holds (a run ending with an epoch writes it once, not twice)
 
     def validate() -> None:
         metrics = task.evaluate(model, "valid")
@@ -387,7 +396,12 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
         bar.close()
     if p["valid_update"] != p["update"]:
         validate()  # the final model is always validated
-    save(last)
+        save(last)
+    elif saved_last_at[0] != p["update"]:
+        save(last)
+    if distributed.any_rank(stop.received is not None, d, device):  # a signal during the final validation
+        log.warning(f"signal received: saved {last} at update {p['update']}; rerun to run the final evaluation")
+        return finish("preempted")
     distributed.barrier(d)
     result = {}
     if d.is_main:

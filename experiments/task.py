@@ -47,10 +47,11 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 def accumulate(totals: dict[str, torch.Tensor], stats: Mapping[str, torch.Tensor | float],
                device: torch.device) -> None:
     """``totals[k] += stats[k]`` as float64 tensors on ``device``: summing a task's statistics over batches
-    never waits for the device (a 0-dim tensor stays there; ``float()`` of the sum reads it once)."""
+    never waits for the device (0-dim tensors stay there, Python numbers are added as scalars rather than copied
+    over; ``float()`` of a sum reads it once)."""
     for k, v in stats.items():
-        v = torch.as_tensor(v, dtype=torch.float64, device=device)
-        totals[k] = totals[k] + v if k in totals else v
+        total = totals[k] if k in totals else torch.zeros((), dtype=torch.float64, device=device)
+        totals[k] = total + (v.double() if torch.is_tensor(v) else float(v))
 
 
 class UserError(Exception):
@@ -85,7 +86,8 @@ class Task(Protocol):
         would make the host wait for the forward pass before it can queue the backward one."""
 
     def metrics(self, stats: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
-        """Turn summed statistics (floats or 0-dim tensors; return floats) (of any number of batches) into reported metrics: loss (nats), ppl, acc..."""
+        """Turn summed statistics of any number of batches (floats or 0-dim tensors) into reported metrics
+        (floats): loss (nats), ppl, acc..."""
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on ``split`` ("valid" or "test"), model in eval mode, no gradients."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,11 +273,38 @@ def test_missing_data_is_one_line_exit_1_and_nothing_lost(ding_data, tmp_path):
 
 
 def test_impossible_config_is_one_line_exit_1(tmp_path):
-    proc = run_py(*TINY_NMT, "trainer.precision=bf16", "trainer.device=cpu", f"hydra.run.dir={tmp_path}",
+    proc = run_py(*TINY_NMT, "trainer.precision=fp8", "trainer.device=cpu", f"hydra.run.dir={tmp_path}",
                   data_root=tmp_path / "no_data_needed", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "error: trainer.precision=bf16 needs CUDA; use trainer.precision=fp32 on cpu"
+    assert proc.stderr.strip() == "error: trainer.precision='fp8' is unknown; use fp32, bf16 or fp16"
     assert summary(tmp_path)["status"] == "failed"
+
+
+# ------------------------------------------------------------------------------------------ AMP, compile
+
+def amp_train_and_resume(data_root: Path, run_dir: Path, *overrides: str) -> list[float]:
+    """20 updates, then a resume extended to 40; returns the 8 logged training losses."""
+    args = [*TINY_NMT, *overrides, "trainer.log_interval=5", "trainer.save_interval_updates=10",
+            f"hydra.run.dir={run_dir}"]
+    run_py(*args, "trainer.max_updates=20", data_root=data_root)
+    run_py(*args, "trainer.max_updates=40", data_root=data_root)  # resume (GradScaler state for fp16) and extend
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["updates"] == 40
+    losses = [e["loss"] for e in events(run_dir) if e["split"] == "train"]
+    assert len(losses) == 8 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    return losses
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cpu_autocast_trains_and_resumes(ding_data, tmp_path, precision):
+    amp_train_and_resume(ding_data, tmp_path, "trainer.device=cpu", f"trainer.precision={precision}")
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["scaler"]
+    assert (scaler is not None and "scale" in scaler) == (precision == "fp16")  # GradScaler state in checkpoints
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_cpu_compile_trains_and_resumes(ding_data, tmp_path):  # ~1-2 min: inductor compiles a few shapes
+    amp_train_and_resume(ding_data, tmp_path, "trainer.device=cpu", "trainer.compile=true")
 
 
 # ------------------------------------------------------------------------------------------ CUDA
@@ -285,11 +314,6 @@ def test_impossible_config_is_one_line_exit_1(tmp_path):
 def test_cuda_amp_and_compile_train_and_resume(ding_data, tmp_path, precision, compile):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    args = [*TINY_NMT, "trainer=gpu", f"trainer.precision={precision}", f"trainer.compile={str(compile).lower()}",
-            "trainer.log_interval=5", "trainer.save_interval_updates=10", f"hydra.run.dir={tmp_path}"]
-    run_py(*args, "trainer.max_updates=20", data_root=ding_data)
-    run_py(*args, "trainer.max_updates=40", data_root=ding_data)  # resume (GradScaler state for fp16) and extend
-    s = summary(tmp_path)
-    assert s["status"] == "completed" and s["updates"] == 40 and s["device"].startswith("cuda")
-    losses = [e["loss"] for e in events(tmp_path) if e["split"] == "train"]
-    assert len(losses) == 8 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    amp_train_and_resume(ding_data, tmp_path, "trainer=gpu", f"trainer.precision={precision}",
+                         f"trainer.compile={str(compile).lower()}")
+    assert summary(tmp_path)["device"].startswith("cuda")

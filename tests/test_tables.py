@@ -30,7 +30,7 @@ SHORT = [*TINY_NMT, "trainer.max_updates=3", "trainer.grad_histogram_updates=[]"
 def ding_runs(ding_data, tmp_path_factory) -> Path:
     """Real run directories from two sweeps (two processes: run.py's start-up dominates on 2 CPUs).
 
-    sweep A: radam seeds 1, 2 complete; adam_warmup seeds 1, 2 fail (a real config error: Ding's 100 warmup
+    sweep A: radam seeds 1, 2 complete; adam_warmup seeds 1, 2 fail (a real config error: Ding's 400 warmup
     updates exceed the 3 updates). sweep B: adam_warmup seed 3 with 2 warmup updates, once completed and once
     diverged (trainer.diverge_loss_above=1.0 is below the first loss)."""
     root = tmp_path_factory.mktemp("table_runs")

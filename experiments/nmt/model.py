@@ -221,17 +221,19 @@ class TransformerModel(nn.Module):
             self.output_projection = nn.Parameter(torch.empty(tgt_vocab_size, embed_dim))
             nn.init.normal_(self.output_projection, mean=0.0, std=embed_dim**-0.5)
 
-    def embed(self, tokens: torch.Tensor, table: nn.Embedding, positions: torch.Tensor) -> torch.Tensor:
-        if positions.max() >= self.positions.size(0):
-            raise ValueError(f"a sequence of {int(positions.max()) - self.pad_idx} tokens exceeds max_positions="
-                             f"{self.max_positions}; filter long sentences or raise max_positions")
+    def embed(self, tokens: torch.Tensor, table: nn.Embedding, positions: torch.Tensor, length: int) -> torch.Tensor:
+        """``length``: the padded length of the full sequences, which bounds their positions (checked from the
+        shape, so the host does not wait for the device)."""
+        if length > self.max_positions:
+            raise ValueError(f"a sequence of {length} tokens exceeds max_positions={self.max_positions}; filter "
+                             f"long sentences or raise max_positions")
         x = self.embed_scale * table(tokens) + self.positions[positions]  # (B, L, d)
         return F.dropout(x, self.dropout, self.training)
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None) -> EncoderOut:
         """src_tokens: (B, S) right- or left-padded. src_lengths is implied by the padding (kept for the API)."""
         keep = src_tokens.ne(self.pad_idx)  # (B, S)
-        x = self.embed(src_tokens, self.encoder_embed, make_positions(src_tokens, self.pad_idx))
+        x = self.embed(src_tokens, self.encoder_embed, make_positions(src_tokens, self.pad_idx), src_tokens.size(1))
         mask = keep[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.encoder_layers:
             x = layer(x, mask)
@@ -245,10 +247,10 @@ class TransformerModel(nn.Module):
         With a cache, ``prev_output_tokens`` is the whole prefix (B, t) (starting with eos, no padding) and
         only its last token is run; the cache must have seen the first t - 1 tokens (an empty dict at t = 1).
         """
-        positions = make_positions(prev_output_tokens, self.pad_idx)
+        positions, length = make_positions(prev_output_tokens, self.pad_idx), prev_output_tokens.size(1)
         if cache is not None:
             prev_output_tokens, positions = prev_output_tokens[:, -1:], positions[:, -1:]
-        x = self.embed(prev_output_tokens, self.decoder_embed, positions)
+        x = self.embed(prev_output_tokens, self.decoder_embed, positions, length)
         enc_mask = enc.keep[:, None, None, :]
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, enc, enc_mask, cache, f"{i}.")
