@@ -29,6 +29,7 @@ import csv
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +60,20 @@ def config_value(run: Run, key: str):
     return node
 
 
-def variant_names(runs: list[Run], split_by: str | None = None) -> dict[Path, str]:
-    """run dir -> curve name: its variant, plus ` (<key>=<value>)` where runs of one variant differ in split_by
-    (e.g. Adam-eps with the scaled eps and with the literal 1e-4: --split-by optimizer.eps)."""
+def variant_names(runs: list[Run], split_by: str | Sequence[str] | None = None) -> dict[Path, str]:
+    """run dir -> curve name: its variant, plus ` (<key>=<value>)` where runs of one variant differ in a split_by
+    key, the first such key of the list (e.g. Adam-eps with the scaled eps and with the literal 1e-4:
+    --split-by optimizer.eps; Adam-2k and Adam-warmup at two lengths each: --split-by optimizer.freeze_steps
+    optimizer.scheduler.warmup_updates)."""
+    keys = [split_by] if isinstance(split_by, str) else list(split_by or [])
     names = {run.dir: variant(run) for run in runs}
-    if split_by:
-        for name in set(names.values()):
-            group = [r for r in runs if names[r.dir] == name]
-            if len({repr(config_value(r, split_by)) for r in group}) > 1:
-                for r in group:
-                    value = config_value(r, split_by)
-                    shown = format(value, "g") if isinstance(value, float) else value
-                    names[r.dir] = f"{name} ({split_by.split('.')[-1]}={shown})"
+    for name in set(names.values()):
+        group = [r for r in runs if names[r.dir] == name]
+        key = next((k for k in keys if len({repr(config_value(r, k)) for r in group}) > 1), None)
+        for r in group if key else []:
+            value = config_value(r, key)
+            shown = format(value, "g") if isinstance(value, float) else value
+            names[r.dir] = f"{name} ({key.split('.')[-1]}={shown})"
     return names
 
 
@@ -172,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first directory)")
     parser.add_argument("--name", default="fig1_warmup_study", help="file stem of the outputs")
     parser.add_argument("--title", default=None, help="figure title (default: none)")
-    parser.add_argument("--split-by", default=None, help="a config key (optimizer.eps) that splits a variant's runs "
-                        "into one curve per value, where they differ")
+    parser.add_argument("--split-by", nargs="+", default=None,
+                        help="config keys (optimizer.eps ...): a variant whose runs differ in one of them gets one "
+                             "curve per value of the first such key")
     args = parser.parse_args(argv)
     runs = find_runs_or_exit(args.dirs)
     out = args.out or Path(args.dirs[0])

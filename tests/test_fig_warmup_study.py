@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
+from experiments.loop import build_optimizer, build_scheduler
 from scripts.fig_warmup_study import variant_names
 from scripts.runs import find_runs
 from tests.conftest import REPO, TINY_NMT, compose_cfg, run_py
@@ -50,10 +52,20 @@ def test_the_experiment_composes_each_variant_with_its_cpu_numbers():
     n = compose_cfg("experiment=warmup_study", "+variant=radam").trainer.max_updates
     warmup = compose_cfg("experiment=warmup_study", "+variant=adam_warmup").optimizer.scheduler
     assert 0 < warmup.warmup_updates < n and warmup.warmup_init_lr == 1e-8
-    adam_2k = compose_cfg("experiment=warmup_study", "+variant=adam_2k").optimizer
+    adam_2k = compose_cfg("experiment=warmup_study", "+variant=adam_2k")
     radam = compose_cfg("experiment=warmup_study", "+variant=radam").optimizer
-    # Adam-2k's linear decay reaches the others' peak lr exactly when its freeze ends (paper: 3.086e-4 over 72k)
-    assert adam_2k.lr * (1 - adam_2k.freeze_steps / n) == pytest.approx(radam.lr, rel=1e-3)
+    # Adam-2k takes its first real step at the others' peak lr, then decays as they do (paper: 3.086e-4 over 72k
+    # is 3e-4 when the 2000-update freeze ends)
+    f = adam_2k.optimizer.freeze_steps
+    opt = build_optimizer(adam_2k.optimizer, torch.nn.Linear(1, 1))
+    scheduler = build_scheduler(adam_2k.optimizer, opt)
+    lrs = []
+    for _ in range(n):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients: moves nothing
+        scheduler.step()
+    assert 0 < f < n and lrs[f] == pytest.approx(radam.lr) and lrs[f + 100] < radam.lr
+    assert lrs[f + 100] == pytest.approx(radam.lr * (1 - (f + 100 - f) / (n - f)), rel=1e-6)
     paper = {v: compose_cfg("experiment=warmup_study_iwslt", f"+variant={v}") for v in ("adam_2k", "adam_eps")}
     assert paper["adam_2k"].trainer.max_updates == 72000 and paper["adam_eps"].optimizer.eps == 1e-4
 
@@ -121,3 +133,6 @@ def test_split_by_gives_one_curve_per_differing_config_value(sweep, tmp_path):
     assert names[sweep / "0_ding_adam_vanilla_seed1"] == "adam_vanilla (eps=1e-08)"
     assert names[sweep / "1_ding_adam_preln_seed1"] == "adam_preln"  # one eps among its runs: not split
     assert set(variant_names(runs).values()) == {"adam_vanilla", "adam_preln", "radam"}
+    # several keys: the first one in which a variant's runs differ names its curves
+    names = variant_names(runs, ["optimizer.freeze_steps", "optimizer.eps", "optimizer.lr"])
+    assert names[other] == "adam_vanilla (eps=0.0001)" and names[sweep / "1_ding_adam_preln_seed1"] == "adam_preln"
