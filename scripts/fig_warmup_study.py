@@ -153,7 +153,8 @@ def draw(curves: list[dict], summary: list[dict], path_without_ext: Path, title:
                     ax.plot(own[-1]["update"], own[-1][field], marker="x", color=color, markersize=5)
     ax_loss.set(xlabel="updates", ylabel="training loss (bits/token)")
     ax_ppl.set(xlabel="updates", ylabel="training perplexity", yscale="log")
-    plot_style.legend(ax_loss, loc="upper right")
+    handles, labels = ax_loss.get_legend_handles_labels()  # below both panels: the curves stay uncovered
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, handlelength=1.6)
     if title:
         fig.suptitle(title, fontsize=9)
     return plot_style.save(fig, path_without_ext)
