@@ -121,6 +121,15 @@ class BucketedOptimizer(torch.optim.Optimizer):
         return loss
 
 
+def check_adam_options(group: dict) -> None:
+    """The options every optimizer here shares: lr, eps, weight_decay, betas (normalised to floats), foreach."""
+    check_float("lr", group["lr"])
+    check_float("eps", group["eps"])
+    check_float("weight_decay", group["weight_decay"])
+    group["betas"] = check_betas(group["betas"])
+    resolve_path(group["foreach"])
+
+
 def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str) -> list[Bucket]:
     """Advance the step counter of every parameter of `group` that has a gradient and bucket them.
 

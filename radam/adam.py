@@ -74,14 +74,10 @@ class Adam(K.BucketedOptimizer):
 
 def _check_group(group: dict) -> None:
     """One-line ValueErrors naming the argument and the bad value."""
-    K.check_float("lr", group["lr"])
-    K.check_float("eps", group["eps"])
-    K.check_float("weight_decay", group["weight_decay"])
-    group["betas"] = K.check_betas(group["betas"])
+    K.check_adam_options(group)
     n = group["freeze_steps"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"invalid freeze_steps: {n!r} (need an integer >= 0, e.g. 2000 for Adam-2k)")
-    K.resolve_path(group["foreach"])
 
 
 def _adam_bucket_step(b: K.Bucket, group: dict) -> None:

@@ -61,6 +61,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from radam import _kernels as K
@@ -106,17 +108,13 @@ class RAdam(K.BucketedOptimizer):
 
 def _check_group(group: dict) -> None:
     """One-line ValueErrors naming the argument and the bad value."""
-    K.check_float("lr", group["lr"])
-    K.check_float("eps", group["eps"])
-    K.check_float("weight_decay", group["weight_decay"])
-    group["betas"] = K.check_betas(group["betas"])
+    K.check_adam_options(group)
     K.check_float("threshold", group["threshold"], low=4.0,
                   hint="; r_t has the factor rho_t - 4: the paper uses 4, the original code and torch 5")
     for name in ("degenerated_to_sgd", "decoupled_weight_decay"):
         if not isinstance(group[name], bool):
             raise ValueError(f"{name} must be True or False, got {group[name]!r}")
     group["first_steps"] = _check_first_steps(group["first_steps"])
-    K.resolve_path(group["foreach"])
 
 
 def _check_first_steps(first_steps) -> tuple[tuple[str, int], ...]:
@@ -147,14 +145,22 @@ def first_step_rule(first_steps: tuple[tuple[str, int], ...], t: int) -> str | N
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _rho_and_rectification(b2: float, t: int) -> tuple[float, float]:
+    """(rho_t, r_t) of radam.theory, computed once per (b2, t) however many buckets and groups share them
+    (r_t is NaN where rho_t <= 4)."""
+    return float(rho_t(b2, t)), float(rectification(b2, t))
+
+
 def _radam_bucket_step(b: K.Bucket, group: dict) -> None:
     """Algorithm 2 for one bucket of parameters that share step t."""
     lr, eps, wd = float(group["lr"]), group["eps"], group["weight_decay"]
     b1, b2 = group["betas"]
     decoupled, path = group["decoupled_weight_decay"], K.resolve_path(group["foreach"])
     rule = first_step_rule(group["first_steps"], b.t)
-    if rule == "adam" or (rule is None and rho_t(b2, b.t) > group["threshold"]):
-        r = 1.0 if rule == "adam" else float(rectification(b2, b.t))
+    rho, r_t = _rho_and_rectification(b2, b.t)
+    if rule == "adam" or (rule is None and rho > group["threshold"]):
+        r = 1.0 if rule == "adam" else r_t
         K.adam_form_step_(b, lr=lr, r=r, b1=b1, b2=b2, eps=eps, wd=wd, decoupled=decoupled, path=path)
         return
     # Un-rectified phase (the first few steps, or a "sgd"/"skip" rule): moments, then SGD-momentum or nothing.

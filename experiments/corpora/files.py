@@ -1,5 +1,5 @@
-"""Data-file helpers shared by the tasks' preparation code: checksums, option hashes, the prepare lock and
-resumable downloads."""
+"""Data-file helpers shared by the tasks' preparation code: checksums, option hashes, the prepare lock, the
+stage manifest and resumable downloads."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from experiments.records import atomic_write_text
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -85,3 +86,28 @@ def verify_checksum(path: Path, expected: str | None, setting: str = "task.sha25
                         f"delete it and download it again, or fix {setting} (null accepts any file)")
     log.info("%s sha256 %s%s", path.name, actual, "" if expected else f" (recorded; set {setting} to pin it)")
     return actual
+
+
+class Manifest:
+    """``manifest.json`` of a prepared data folder: {stage: {"hash", "done", "files", "stats"}}, rewritten
+    atomically after every change. A stage is done when it was recorded done under the same key (a hash of
+    its inputs and options) and every file it listed (relative to the folder) still exists; a stage recorded
+    not done under the same key was started and may resume."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.path = self.dir / "manifest.json"
+        self.stages = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def done(self, stage: str, key: str) -> bool:
+        entry = self.stages.get(stage, {})
+        return (entry.get("hash") == key and entry.get("done", True)
+                and all((self.dir / f).exists() for f in entry.get("files", [])))
+
+    def started(self, stage: str, key: str) -> bool:
+        return self.stages.get(stage, {}).get("hash") == key
+
+    def record(self, stage: str, key: str, *, done: bool = True, files: Sequence[str] = (),
+               stats: dict | None = None) -> None:
+        self.stages[stage] = {"hash": key, "done": done, "files": list(files), "stats": stats or {}}
+        atomic_write_text(self.path, json.dumps(self.stages, indent=1, sort_keys=True))

@@ -28,7 +28,6 @@ real corpus (millions of distinct words before the cut) is the largest object in
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import shutil
@@ -40,7 +39,8 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from experiments.corpora.files import download, options_hash, prepare_lock
+from experiments.corpora.files import Manifest, download, options_hash, prepare_lock
+from experiments.records import atomic_write, atomic_write_text
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -166,11 +166,7 @@ def build_vocab(counts: collections.Counter, sentences: int, unk_max_count: int)
 
 
 def save_vocab(vocab: list[tuple[str, int]], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for word, count in vocab:
-            f.write(f"{word} {count}\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{word} {count}\n" for word, count in vocab))
 
 
 def load_vocab(path: Path) -> dict[str, int]:
@@ -189,34 +185,13 @@ def encode_file(path: Path, index: dict[str, int]) -> np.ndarray:
 
 
 def save_array(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a path
+            np.save(f, array)
+    atomic_write(path, write)
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
-class Manifest:
-    """``manifest.json``: {stage: {"hash", "done", "stats"}}, rewritten atomically after every change."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / "manifest.json"
-        self.stages = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def done(self, stage: str, key: str) -> bool:
-        entry = self.stages.get(stage, {})
-        return entry.get("hash") == key and entry.get("done", False)
-
-    def started(self, stage: str, key: str) -> bool:
-        return self.stages.get(stage, {}).get("hash") == key
-
-    def record(self, stage: str, key: str, done: bool, stats: dict | None = None) -> None:
-        self.stages[stage] = {"hash": key, "done": done, "stats": stats or {}}
-        tmp = self.path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.stages, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
-
-
 def shard_file(out: Path, source: Path) -> Path:
     return out / "train" / f"{source.name}.npy"
 
@@ -231,7 +206,7 @@ def prepare(layout: Layout, out: Path, unk_max_count: int) -> dict:
             counts, sentences = count_words(layout.train)
             vocab = build_vocab(counts, sentences, unk_max_count)
             save_vocab(vocab, out / "vocab.txt")
-            manifest.record("vocab", vocab_key, True, {"vocab_size": len(vocab), "distinct_words": len(counts),
+            manifest.record("vocab", vocab_key, stats={"vocab_size": len(vocab), "distinct_words": len(counts),
                                                        "train_sentences": sentences})
             log.info("vocabulary: %d words (of %d distinct, count > %d) from %d training files", len(vocab),
                      len(counts), unk_max_count, len(layout.train))
@@ -240,7 +215,7 @@ def prepare(layout: Layout, out: Path, unk_max_count: int) -> dict:
             return manifest.stages["encode"]["stats"]
         if not manifest.started("encode", encode_key):
             shutil.rmtree(out / "train", ignore_errors=True)
-            manifest.record("encode", encode_key, False)
+            manifest.record("encode", encode_key, done=False)
         (out / "train").mkdir(exist_ok=True)
         index = load_vocab(out / "vocab.txt")
         stats = {"vocab_size": len(index), "shard_tokens": [], "unk_tokens": 0}
@@ -259,7 +234,7 @@ def prepare(layout: Layout, out: Path, unk_max_count: int) -> dict:
             stats[f"{split}_file"] = source.name
         stats["train_tokens"] = sum(stats["shard_tokens"])
         stats["train_files"] = [p.name for p in layout.train]
-        manifest.record("encode", encode_key, True, stats)
+        manifest.record("encode", encode_key, stats=stats)
         log.info("encoded %d training tokens in %d shards, valid %d (%s), test %d (%s)", stats["train_tokens"],
                  len(layout.train), stats["valid_tokens"], layout.valid.name, stats["test_tokens"], layout.test.name)
         return stats

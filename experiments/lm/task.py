@@ -98,14 +98,14 @@ class LMTask:
             return self._ding_root()
         root = self.data_dir / data.ARCHIVE_TOP
         with files.prepare_lock(self.data_dir):
-            manifest = data.Manifest(self.data_dir)
+            manifest = files.Manifest(self.data_dir)
             recorded = manifest.stages.get("archive", {}).get("stats", {}).get("sha256")
             pinned = not self.sha256 or recorded == self.sha256.lower()  # a newly pinned checksum is checked
             if not (data.has_layout(root) and manifest.done("archive", "extracted") and pinned):
                 archive = data.fetch_archive(self.data_dir, self.archive, self.url)
                 sha256 = files.verify_checksum(archive, self.sha256)
                 data.extract_layout(archive, self.data_dir)
-                manifest.record("archive", "extracted", True, {"archive": str(archive), "sha256": sha256})
+                manifest.record("archive", "extracted", stats={"archive": str(archive), "sha256": sha256})
         return root
 
     def _ding_root(self) -> Path:
@@ -116,11 +116,11 @@ class LMTask:
         root = self.data_dir / "text"
         key = files.options_hash(files.file_sha256(Path(self.ding_file)), self.train_shards)
         with files.prepare_lock(self.data_dir):
-            manifest = data.Manifest(self.data_dir)
+            manifest = files.Manifest(self.data_dir)
             if not (data.has_layout(root) and manifest.done("ding_text", key)):
                 shutil.rmtree(root, ignore_errors=True)
                 counts = write_ding_layout(Path(self.ding_file), root, self.train_shards)
-                manifest.record("ding_text", key, True, counts)
+                manifest.record("ding_text", key, stats=counts)
         return root
 
     def _check_epoch_size(self, shard_tokens: list[int]) -> None:

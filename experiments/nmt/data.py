@@ -24,9 +24,7 @@ tokenizer per language (``tokenizer.perl -l xx``, escaping on: ``'`` -> ``&apos;
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +34,10 @@ import torch
 from sacremoses import MosesTokenizer
 from tqdm import tqdm
 
-from experiments.corpora.files import file_sha256, options_hash, prepare_lock
+from experiments.corpora.files import Manifest, file_sha256, options_hash, prepare_lock
 from experiments.nmt.bpe import apply_bpe_lines, learn_joint_bpe, load_bpe
 from experiments.nmt.dictionary import Dictionary
+from experiments.records import atomic_write
 from experiments.task import DataError
 
 log = logging.getLogger(__name__)
@@ -107,39 +106,13 @@ def read_lines(path: Path) -> list[str]:
 
 def write_lines(path: Path, lines: Iterable[str]) -> None:
     """Atomically write ``lines`` (one per line) to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            if "\n" in line:
-                raise ValueError(f"line with a newline written to {path}")
-            f.write(line + "\n")
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class Manifest:
-    """``manifest.json``: {stage: {"hash": ..., "files": [...], "stats": {...}}}, rewritten atomically."""
-
-    def __init__(self, data_dir: Path):
-        self.dir = data_dir
-        self.path = data_dir / "manifest.json"
-        self.stages = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def done(self, stage: str, key: str) -> bool:
-        entry = self.stages.get(stage)
-        return bool(entry) and entry["hash"] == key and all((self.dir / f).exists() for f in entry["files"])
-
-    def record(self, stage: str, key: str, files: list[str], stats: dict | None = None) -> None:
-        self.stages[stage] = {"hash": key, "files": files, "stats": stats or {}}
-        tmp = self.path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.stages, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for line in lines:
+                if "\n" in line:
+                    raise ValueError(f"line with a newline written to {path}")
+                f.write(line + "\n")
+    atomic_write(Path(path), write)
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
@@ -165,7 +138,7 @@ def run_stage(manifest: Manifest, stage: str, key: str, files: list[str], build:
     missing = [f for f in files if not (manifest.dir / f).exists()]
     if missing:
         raise RuntimeError(f"stage {stage} did not write {missing}")
-    manifest.record(stage, key, files, stats)
+    manifest.record(stage, key, files=files, stats=stats)
     log.info("prepare %s: %s done in %.1f s %s", manifest.dir, stage, time.perf_counter() - start, stats or "")
 
 
@@ -196,9 +169,8 @@ def prepare_corpus(data_dir: Path, corpus: Corpus, bpe_merges: int, joined_dicti
 
 
 def _learn_codes(data_dir: Path, langs: tuple[str, str], merges: int) -> dict:
-    tmp = data_dir / "bpe" / "codes.tmp"
-    learn_joint_bpe([data_dir / "tok" / f"train.{l}" for l in langs], merges, tmp)
-    os.replace(tmp, data_dir / "bpe" / "codes")
+    atomic_write(data_dir / "bpe" / "codes",
+                 lambda tmp: learn_joint_bpe([data_dir / "tok" / f"train.{l}" for l in langs], merges, tmp))
     return {"merges": merges}
 
 
@@ -217,9 +189,7 @@ def _build_dicts(data_dir: Path, langs: tuple[str, str], joined: bool) -> dict:
     stats = {}
     for lang in langs:
         dictionary = Dictionary.build(train[langs[0]] + train[langs[1]] if joined else train[lang])
-        tmp = data_dir / f"dict.{lang}.txt.tmp"
-        dictionary.save(tmp)
-        os.replace(tmp, data_dir / f"dict.{lang}.txt")
+        atomic_write(data_dir / f"dict.{lang}.txt", dictionary.save)
         stats[f"dict_size_{lang}"] = len(dictionary)
     return stats
 
@@ -234,7 +204,8 @@ def _binarize(data_dir: Path, langs: tuple[str, str]) -> dict:
             lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
             offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
             tokens = torch.cat(ids).to(torch.int32) if ids else torch.zeros(0, dtype=torch.int32)
-            atomic_torch_save({"tokens": tokens, "offsets": offsets}, data_dir / "bin" / f"{split}.{lang}.pt")
+            atomic_write(data_dir / "bin" / f"{split}.{lang}.pt",
+                         lambda tmp: torch.save({"tokens": tokens, "offsets": offsets}, tmp))
             n_unk = int((tokens == dictionary.unk).sum())
             stats[f"{split}.{lang}"] = {"sentences": len(lines), "tokens": int(tokens.numel()), "unk": n_unk}
     return stats
