@@ -27,10 +27,7 @@ import argparse
 import csv
 import math
 import sys
-from collections import defaultdict
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402
@@ -75,18 +72,6 @@ def summary_rows(runs: list[Run]) -> list[dict]:
     return sorted(rows, key=lambda r: (order_key(r["optimizer"]), r["seed"]))
 
 
-def band(rows: list[dict], x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x values, mean, min, max) of ppl over the seeds that logged each x; non-finite values are skipped."""
-    by_x: dict[int, list[float]] = defaultdict(list)
-    for r in rows:
-        if math.isfinite(r["ppl"]):
-            by_x[r[x]].append(r["ppl"])
-    xs = np.array(sorted(by_x))
-    values = [np.array(by_x[k]) for k in xs]
-    return xs, np.array([v.mean() for v in values]), np.array([v.min() for v in values]), \
-        np.array([v.max() for v in values])
-
-
 def draw(curves: list[dict], summary: list[dict], path_without_ext: Path, title: str | None) -> list[Path]:
     fig, (ax_train, ax_test) = plot_style.figure(ncols=2, height=2.5)
     for name in sorted({s["optimizer"] for s in summary}, key=order_key):
@@ -97,7 +82,7 @@ def draw(curves: list[dict], summary: list[dict], path_without_ext: Path, title:
         label += "".join(f", seed {s['seed']} {s['status']}" for s in bad)
         for ax, split, x in ((ax_train, "train", "update"), (ax_test, "test", "epoch")):
             rows = [r for r in curves if r["optimizer"] == name and r["split"] == split]
-            xs, mean, lo, hi = band(rows, x)
+            xs, mean, lo, hi = plot_style.seed_band(rows, x, "ppl")
             style = "--" if bad else "-"
             ax.plot(xs, mean, color=color, linestyle=style, marker="o" if split == "test" else None,
                     markersize=2.5, label=label)

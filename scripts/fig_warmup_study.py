@@ -32,7 +32,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: `scripts` importable
 from scripts import plot_style  # noqa: E402
@@ -110,18 +109,6 @@ def summary_rows(runs: list[Run], names: dict[Path, str]) -> list[dict]:
     return sorted(rows, key=lambda r: (order_key(r["variant"]), r["seed"]))
 
 
-def band(rows: list[dict], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(updates, mean, min, max) over the seeds that logged each update; non-finite values are skipped."""
-    by_update: dict[int, list[float]] = defaultdict(list)
-    for r in rows:
-        if math.isfinite(r[field]):
-            by_update[r["update"]].append(r[field])
-    updates = np.array(sorted(by_update))
-    values = [np.array(by_update[u]) for u in updates]
-    return (updates, np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
-            np.array([v.max() for v in values]))
-
-
 def draw(curves: list[dict], summary: list[dict], path_without_ext: Path, title: str | None) -> list[Path]:
     fig, (ax_loss, ax_ppl) = plot_style.figure(ncols=2, height=2.5)
     by_variant: dict[str, list[dict]] = defaultdict(list)
@@ -139,7 +126,7 @@ def draw(curves: list[dict], summary: list[dict], path_without_ext: Path, title:
         label += f" (n={len(seeds)})" if len(seeds) > 1 else ""
         label += "".join(f", seed {s['seed']} {s['status']}" for s in bad)
         for ax, field in ((ax_loss, "loss_base2"), (ax_ppl, "ppl")):
-            x, mean, lo, hi = band(rows, field)
+            x, mean, lo, hi = plot_style.seed_band(rows, "update", field)
             if len(x) == 0:  # failed before its first train event: only in the legend
                 ax.plot([], [], color=color, linestyle=style, label=label)
                 continue

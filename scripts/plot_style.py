@@ -14,7 +14,9 @@ stable colour from a spare palette (same name -> same colour on every run) and t
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
 
 # name -> (colour, label in legends)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -84,6 +87,19 @@ def figure(ncols: int = 1, nrows: int = 1, height: float = 2.4, **kwargs):
     """A figure of the paper's width (one column for ncols = 1, the full page otherwise)."""
     width = COLUMN_WIDTH if ncols == 1 else PAGE_WIDTH
     return plt.subplots(nrows, ncols, figsize=(width, height * nrows), constrained_layout=True, **kwargs)
+
+
+def seed_band(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x values, mean, min, max) of ``y`` over the rows (one per seed) that logged each x; non-finite values
+    are skipped: a curve's mean line and its min-max band over seeds."""
+    by_x: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        if math.isfinite(r[y]):
+            by_x[r[x]].append(r[y])
+    xs = np.array(sorted(by_x))
+    values = [np.array(by_x[k]) for k in xs]
+    return xs, np.array([v.mean() for v in values]), np.array([v.min() for v in values]), \
+        np.array([v.max() for v in values])
 
 
 def legend(ax, loc: str = "best", **kwargs):
