@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 DING := /usr/share/trans/de-en
 
-.PHONY: run theory test test-all bench clean-venv ding
+.PHONY: run theory test test-all bench clean-venv ding fairseq-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,22 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# fairseq in its own venv (it pins hydra-core 1.3.2; docs/fairseq.md), built once (~4 min), then the
+# equivalence suite (tests/equivalence/, marker fairseq) and the plugin's tests against fairseq's own code.
+FAIRSEQ_VENV := .venv-fairseq
+FAIRSEQ_STAMP := $(FAIRSEQ_VENV)/.installed
+
+$(FAIRSEQ_STAMP): constraints.txt
+	test -x $(FAIRSEQ_VENV)/bin/python || $(PYTHON) -m venv $(FAIRSEQ_VENV)
+	$(FAIRSEQ_VENV)/bin/python -m pip install --quiet torch==2.14.1 numpy==2.4.6 cython
+	$(FAIRSEQ_VENV)/bin/python -m pip install --quiet --no-build-isolation fairseq-fixed==0.12.3.1
+	$(FAIRSEQ_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(FAIRSEQ_VENV)/bin/python -m pip install --quiet pytest sacremoses==0.2.0 subword-nmt==0.3.8 sacrebleu
+	touch $(FAIRSEQ_STAMP)
+
+# The Ding corpus is prepared once into $$RADAM_DATA/ding (default ./data, as run.py). tests/conftest.py needs the
+# harness's dependencies, which this venv lacks: --confcutdir keeps pytest to tests/equivalence/conftest.py.
+fairseq-check: $(FAIRSEQ_STAMP) ding
+	RADAM_DATA=$${RADAM_DATA:-data} $(FAIRSEQ_VENV)/bin/python -m pytest -q -m 'not gpu' \
+	  --confcutdir tests/equivalence tests/equivalence tests/test_fairseq_plugin.py
