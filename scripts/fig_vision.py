@@ -43,9 +43,14 @@ def lr_of(run: Run) -> float:
     return float(run.config.get("optimizer", {}).get("lr", float("nan")))
 
 
-def warmup_of(run: Run) -> int | None:
+def warmup_of(run: Run) -> str:
+    """The warmup length as configured; with a warmup_scale (experiments/vision/schedule.py) also the updates it
+    makes, e.g. "100 (32 updates)"."""
     scheduler = run.config.get("optimizer", {}).get("scheduler") or {}
-    return scheduler.get("warmup_updates")
+    length, scale = scheduler.get("warmup_updates"), scheduler.get("warmup_scale", 1.0)
+    if scale in (None, 1, 1.0) or length is None:
+        return f"{length}"
+    return f"{length} ({round(length * scale)} updates)"
 
 
 def first_steps_label(run: Run) -> str:

