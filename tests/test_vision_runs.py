@@ -1,6 +1,6 @@
-"""The vision experiments end to end through run.py on tiny CIFAR-10 / ImageNet files in the real formats:
-every experiment config composes and runs a few CPU updates as a real sweep (its figure drawn at the end),
-the figure's CSV matches metrics.jsonl, and bad data is one line on stderr."""
+"""The vision experiments end to end through run.py on tiny CIFAR-10 / ImageNet files in the real formats and on
+the real MNIST-5k digits: every experiment config composes and runs a few CPU updates as a real sweep (its figure
+drawn at the end), the figure's CSV matches metrics.jsonl, and bad data is one line on stderr."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from omegaconf import OmegaConf
 from tests.conftest import CONFIGS, compose_cfg, events, run_py, summary
 from tests.vision_fixtures import write_cifar10, write_imagenet
 
-EXPERIMENTS = ["cifar_lr_sweep", "cifar_warmup_sweep", "table1", "four_step"]
+CIFAR_EXPERIMENTS = ["cifar_lr_sweep", "cifar_warmup_sweep", "table1", "four_step"]
+MNIST_EXPERIMENTS = ["mnist5k_lr_sweep", "mnist5k_warmup_sweep", "mnist5k_table1", "mnist5k_four_step"]
+EXPERIMENTS = CIFAR_EXPERIMENTS + MNIST_EXPERIMENTS
 # 64 training images in batches of 32: 2 updates per epoch, 5 epochs = 10 updates (past four_step's 8 first steps)
 TINY_CIFAR = ["task.verify=false", "task.download=false", "task.subset=64", "task.batch_size=32",
               "task.updates_per_epoch=2", "task.test_subset=100", "trainer.max_epochs=5", "trainer.threads=1",
               "trainer.progress_bar=false", "trainer.save_interval_updates=0"]
+TINY_MNIST = TINY_CIFAR[2:]  # the real digits: no data files to point at
 # what each experiment sweeps, cut to two jobs
 TWO_JOBS = {
     "cifar_lr_sweep": ["optimizer=sgd,radam", "optimizer.lr=0.1,0.003"],  # the real sweep shape: 4 jobs
@@ -25,7 +28,11 @@ TWO_JOBS = {
     "table1": ["optimizer=adam_warmup,radam"],
     "four_step": ["optimizer.first_steps=[],[[sgd,4],[adam,4]]", "seed=1"],
 }
+TWO_JOBS.update({f"mnist5k_{name}": jobs + ([] if "seed=1" in jobs else ["seed=1"]) for name, jobs in (
+    ("lr_sweep", TWO_JOBS["cifar_lr_sweep"]), ("warmup_sweep", TWO_JOBS["cifar_warmup_sweep"]),
+    ("table1", TWO_JOBS["table1"]), ("four_step", TWO_JOBS["four_step"]))})
 KIND = {"cifar_lr_sweep": "lr", "cifar_warmup_sweep": "warmup", "table1": "optimizer", "four_step": "first_steps"}
+KIND.update({f"mnist5k_{name.replace('cifar_', '')}": kind for name, kind in KIND.items()})
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def test_every_experiment_file_is_covered():
     assert sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml") if p.stem in KIND) == sorted(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", CIFAR_EXPERIMENTS)
 def test_experiment_composes_at_paper_scale(experiment):
     cfg = compose_cfg(f"experiment={experiment}")
     OmegaConf.resolve(cfg)
@@ -51,15 +58,31 @@ def test_experiment_composes_at_paper_scale(experiment):
     assert list(cfg.optimizer.scheduler.milestones) == [81, 122] and cfg.optimizer.scheduler.updates_per_epoch == 391
 
 
+@pytest.mark.parametrize("experiment", MNIST_EXPERIMENTS)
+def test_mnist5k_experiment_composes_at_cpu_scale(experiment):
+    cfg = compose_cfg(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    assert cfg.task.batch_size == 32 and cfg.task.updates_per_epoch == 125 and cfg.model.depth == 8
+    assert cfg.trainer.max_epochs == 8 and cfg.trainer.best_metric == "acc" and cfg.trainer.best_mode == "max"
+    assert cfg.optimizer.weight_decay == 1e-4
+    assert OmegaConf.load(CONFIGS / "experiment" / f"{experiment}.yaml").hydra.sweeper.params.seed.startswith("1,2,3")
+    assert list(cfg.optimizer.scheduler.milestones) == [4, 6] and cfg.optimizer.scheduler.updates_per_epoch == 125
+    warmup = compose_cfg(f"experiment={experiment}", "optimizer=adam_warmup", "+variant=adam_warmup_1000")
+    assert warmup.optimizer.scheduler.warmup_updates * warmup.optimizer.scheduler.warmup_scale == \
+        pytest.approx(1000 * 125 / 391, abs=0.01)
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_sweeps_a_few_updates_on_cpu_and_draws_its_figure(experiment, cifar_root, tmp_path):
-    run_py("-m", f"experiment={experiment}", f"task.data_dir={cifar_root}", *TINY_CIFAR, *TWO_JOBS[experiment],
-           f"hydra.sweep.dir={tmp_path}", timeout=240)
+    data = TINY_MNIST if experiment in MNIST_EXPERIMENTS else [f"task.data_dir={cifar_root}", *TINY_CIFAR]
+    run_py("-m", f"experiment={experiment}", *data, *TWO_JOBS[experiment], f"hydra.sweep.dir={tmp_path}",
+           timeout=240)
     dirs = run_dirs(tmp_path)
-    assert len(dirs) == (4 if experiment == "cifar_lr_sweep" else 2)
+    assert len(dirs) == (4 if experiment.endswith("lr_sweep") else 2)
+    task = "mnist5k" if experiment in MNIST_EXPERIMENTS else "cifar10"
     for d in dirs:
         s = summary(d)
-        assert s["status"] == "completed" and s["updates"] == 10 and s["task"] == "cifar10", s
+        assert s["status"] == "completed" and s["updates"] == 10 and s["task"] == task, s
         assert s["best"]["metric"] == "acc" and s["best"]["value"] == max(
             e["acc"] for e in events(d) if e["split"] == "valid")
         assert set(s["final"]["valid"]) == {"loss", "acc"} and "test_acc" in s["final"]["test"]
@@ -75,11 +98,14 @@ def test_experiment_sweeps_a_few_updates_on_cpu_and_draws_its_figure(experiment,
             pytest.approx(valid, rel=1e-9)
         assert {int(r["epoch"]): float(r["value"]) for r in mine if r["metric"] == "train_loss"} == \
             pytest.approx(train, rel=1e-9)
-    if experiment == "four_step":
+    if experiment.endswith("four_step"):
         curves = {r["curve"] for r in rows}
         assert curves == {"RAdam throughout", "sgd x4, adam x4, then RAdam"}
     if experiment == "cifar_warmup_sweep":  # RAdam and Adam-warmup in the same sweep, in the same panel
         assert {(r["panel"], r["curve"]) for r in rows} == {("lr 0.01", "Adam, warmup 100"), ("lr 0.01", "RAdam")}
+    if experiment == "mnist5k_warmup_sweep":  # the paper's name and the scaled length
+        assert {(r["panel"], r["curve"]) for r in rows} == {("lr 0.01", "Adam, warmup 100 (32 updates)"),
+                                                           ("lr 0.01", "RAdam")}
 
 
 def test_lr_sweep_applies_the_swept_lrs_and_the_epoch_schedule(cifar_root, tmp_path):
