@@ -34,6 +34,9 @@ relies on the large eps damping exactly those first steps, so it needs this arit
 the same algorithm (decoupled weight decay alpha wd, as torch.optim.AdamW). With foreach=None the updating
 steps run through torch's fused AdamW kernel with eps' = eps / sqrt(1 - b2^t) (radam/_kernels.py).
 
+Options as torch.optim.AdamW: the positional order (params, lr, betas, eps, weight_decay, amsgrad; amsgrad
+must be False), maximize, complex parameters, capturable, differentiable, torch.compile (see radam/_kernels.py).
+
 Example:
     >>> model = torch.nn.Linear(4, 1)
     >>> opt = Adam(model.parameters(), lr=3e-4, weight_decay=1e-4, freeze_steps=2000)   # Adam-2k
@@ -49,18 +52,25 @@ from radam import _kernels as K
 class Adam(K.BucketedOptimizer):
     """Adam with fairseq's arithmetic and decoupled weight decay; the maths is in the module docstring.
 
-    Args:
+    Args (positional order as torch.optim.AdamW; freeze_steps and the torch flags are keyword-only):
         params: parameters or parameter groups (every option can be set per group).
         lr: alpha >= 0. betas: (b1, b2), each in [0, 1). eps: added to sqrt(v_t) before bias correction, >= 0.
-        weight_decay: decoupled, theta *= 1 - lr wd on updating steps; >= 0.
+        weight_decay: decoupled, theta -= lr wd theta on updating steps; >= 0.
+        amsgrad: only False (accepted so that torch's positional order works).
         freeze_steps: N >= 0; Adam-2k uses N = 2000: the first N steps only update v.
         foreach: None = fastest path (fused kernel), True = foreach ops, False = per-parameter loop.
+        maximize, capturable, differentiable: as torch.optim.AdamW (see radam/_kernels.py).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, freeze_steps: int = 0, foreach: bool | None = None):
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, freeze_steps: int = 0,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False):
+        if amsgrad is not False:
+            raise ValueError(f"amsgrad={amsgrad!r} is not supported: radam.Adam is fairseq's Adam without the "
+                             "AMSGrad maximum; use torch.optim.AdamW(amsgrad=True) for it")
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, freeze_steps=freeze_steps,
-                        foreach=foreach)
+                        foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable)
         super().__init__(params, defaults)
 
     torch_missing_options = {"freeze_steps": 0}  # torch.optim.Adam(W) state dicts: plain Adam
@@ -71,21 +81,33 @@ class Adam(K.BucketedOptimizer):
     def bucket_step(self, bucket: K.Bucket, group: dict) -> None:
         _adam_bucket_step(bucket, group)
 
+    def tensor_coefficients(self, t: torch.Tensor, group: dict) -> K.TensorCoefficients:
+        return _adam_tensor_coefficients(t, group)
+
 
 def _check_group(group: dict) -> None:
     """One-line ValueErrors naming the argument and the bad value."""
     K.check_adam_options(group)
+    if group.get("amsgrad", False):  # a torch.optim.Adam(W) state dict with amsgrad=True
+        raise ValueError("amsgrad=True is not supported by radam.Adam; use torch.optim.AdamW(amsgrad=True)")
     n = group["freeze_steps"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"invalid freeze_steps: {n!r} (need an integer >= 0, e.g. 2000 for Adam-2k)")
+        raise ValueError(f"Invalid freeze_steps: {n!r} (need an integer >= 0, e.g. 2000 for Adam-2k)")
 
 
 def _adam_bucket_step(b: K.Bucket, group: dict) -> None:
     """One step for a bucket of parameters sharing step t: frozen (v only) or the full Adam-form step."""
-    b1, b2 = group["betas"]
-    path = K.resolve_path(group["foreach"])
-    if b.t <= group["freeze_steps"]:
-        K.update_second_moment_(b.exp_avg_sqs, b.grads, b2, foreach=path != "single")
+    path = K.group_path(group)
+    if b.t <= group["freeze_steps"]:  # g^2 is the same for maximize
+        K.update_second_moment_(b.exp_avg_sqs, b.grads, group["betas"][1], foreach=path != "single")
         return
-    K.adam_form_step_(b, lr=float(group["lr"]), r=1.0, b1=b1, b2=b2, eps=group["eps"],
-                      wd=group["weight_decay"], decoupled=True, path=path)
+    K.adam_form_step_(b, group, r=1.0, path=path)
+
+
+def _adam_tensor_coefficients(t: torch.Tensor, group: dict) -> K.TensorCoefficients:
+    """The same step as _adam_bucket_step as tensors of t, branch-free (frozen steps: zero coefficients)."""
+    lr, wd = group["lr"], group["weight_decay"]
+    b1, b2 = group["betas"]
+    updating = t > group["freeze_steps"]
+    return K.TensorCoefficients(adaptive=lr * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t) * updating,
+                                momentum=0.0, decay=lr * wd * updating, first_moment_weight=(1 - b1) * updating)

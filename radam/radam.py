@@ -53,6 +53,11 @@ degenerated_to_sgd are extra. torch.optim.RAdam state dicts load (same state key
 Speed: a rectified step is an Adam step with lr' = lr r_t (see radam/_kernels.py), so with foreach=None it runs
 as one pass of torch's fused Adam kernel; the first few, un-rectified steps use foreach ops.
 
+Options as torch.optim.RAdam: maximize (ascend: g -> -g), complex parameters (as their real views),
+capturable (step-dependent scalars as tensors, no host synchronisation; also allowed on CPU), differentiable
+(autograd through the step; runs the single-tensor path), and torch.compile of a whole training step (traces
+the tensor-mode step: one graph for all t).
+
 Example:
     >>> model = torch.nn.Linear(4, 1)
     >>> opt = RAdam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -62,11 +67,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
 from radam import _kernels as K
-from radam.theory import rectification, rho_t
 
 FIRST_STEP_RULES = ("sgd", "adam", "skip")  # Appendix C (Table 3): what may replace Algorithm 2 on the first steps
 
@@ -74,24 +79,30 @@ FIRST_STEP_RULES = ("sgd", "adam", "skip")  # Appendix C (Table 3): what may rep
 class RAdam(K.BucketedOptimizer):
     """Rectified Adam (Algorithm 2 of Liu et al., ICLR 2020); the maths is in the module docstring.
 
-    Args:
+    Args (positional order as torch.optim.RAdam; the paper's options are keyword-only):
         params: parameters or parameter groups (every option below can be set per group).
-        lr: alpha_t, >= 0. betas: (b1, b2), each in [0, 1). eps: added to sqrt(v_t), >= 0.
-        weight_decay: wd >= 0, decoupled (theta *= 1 - lr wd) unless decoupled_weight_decay=False (L2).
+        lr: alpha_t, >= 0 (a float or a 1-element tensor). betas: (b1, b2), each in [0, 1).
+        eps: added to sqrt(v_t), >= 0.
+        weight_decay: wd >= 0, decoupled (theta -= lr wd theta) unless decoupled_weight_decay=False (L2).
+        decoupled_weight_decay: True (the paper's code; default here) or False (classic L2, torch's default).
         threshold: rectify when rho_t > threshold; 5 = original code / torch (default), 4 = the paper. >= 4.
         degenerated_to_sgd: before rectification, take the SGD-momentum step (True, the paper) or none (False).
         first_steps: (rule, n) pairs, rule in "sgd" | "adam" | "skip", that override the first steps
             (Appendix C, Table 3; see the module docstring). () = Algorithm 2 on every step.
         foreach: None = fastest path (fused kernel for rectified steps), True = foreach ops, False = a plain
             per-parameter loop (the reference).
+        maximize: maximize the objective (as torch). capturable: step-dependent scalars as tensors on the
+            parameters' device (CUDA graphs; works on CPU too). differentiable: autograd through the step.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, threshold: float = 5.0, degenerated_to_sgd: bool = True,
-                 decoupled_weight_decay: bool = True, first_steps=(), foreach: bool | None = None):
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = True, *, threshold: float = 5.0,
+                 degenerated_to_sgd: bool = True, first_steps=(), foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, threshold=threshold,
                         degenerated_to_sgd=degenerated_to_sgd, decoupled_weight_decay=decoupled_weight_decay,
-                        first_steps=first_steps, foreach=foreach)
+                        first_steps=first_steps, foreach=foreach, maximize=maximize, capturable=capturable,
+                        differentiable=differentiable)
         super().__init__(params, defaults)
 
     # torch.optim.RAdam state dicts: its threshold (rho_t > 5), SGD-momentum steps before it, L2 weight decay
@@ -105,6 +116,9 @@ class RAdam(K.BucketedOptimizer):
     def bucket_step(self, bucket: K.Bucket, group: dict) -> None:
         _radam_bucket_step(bucket, group)
 
+    def tensor_coefficients(self, t: torch.Tensor, group: dict) -> K.TensorCoefficients:
+        return _radam_tensor_coefficients(t, group)
+
 
 def _check_group(group: dict) -> None:
     """One-line ValueErrors naming the argument and the bad value."""
@@ -112,8 +126,7 @@ def _check_group(group: dict) -> None:
     K.check_float("threshold", group["threshold"], low=4.0,
                   hint="; r_t has the factor rho_t - 4: the paper uses 4, the original code and torch 5")
     for name in ("degenerated_to_sgd", "decoupled_weight_decay"):
-        if not isinstance(group[name], bool):
-            raise ValueError(f"{name} must be True or False, got {group[name]!r}")
+        K.check_bool(group, name)
     group["first_steps"] = _check_first_steps(group["first_steps"])
 
 
@@ -147,28 +160,60 @@ def first_step_rule(first_steps: tuple[tuple[str, int], ...], t: int) -> str | N
 
 @functools.lru_cache(maxsize=64)
 def _rho_and_rectification(b2: float, t: int) -> tuple[float, float]:
-    """(rho_t, r_t) of radam.theory, computed once per (b2, t) however many buckets and groups share them
-    (r_t is NaN where rho_t <= 4)."""
-    return float(rho_t(b2, t)), float(rectification(b2, t))
+    """(rho_t, r_t) for step t, computed once per (b2, t) however many buckets and groups share them:
+    rho_inf = 2 / (1 - b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t) and
+    r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)), NaN where rho_t <= 4.
+    (The same numbers as radam.theory, which is NumPy-vectorised; this file needs only the standard library.)"""
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho = rho_inf - 2.0 * t * b2 ** t / (1.0 - b2 ** t)
+    if rho <= 4.0 or rho_inf <= 4.0:
+        return rho, math.nan
+    return rho, math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
 
 
 def _radam_bucket_step(b: K.Bucket, group: dict) -> None:
     """Algorithm 2 for one bucket of parameters that share step t."""
-    lr, eps, wd = float(group["lr"]), group["eps"], group["weight_decay"]
+    lr, wd = float(group["lr"]), group["weight_decay"]
     b1, b2 = group["betas"]
-    decoupled, path = group["decoupled_weight_decay"], K.resolve_path(group["foreach"])
+    decoupled, path = group["decoupled_weight_decay"], K.group_path(group)
     rule = first_step_rule(group["first_steps"], b.t)
     rho, r_t = _rho_and_rectification(b2, b.t)
     if rule == "adam" or (rule is None and rho > group["threshold"]):
-        r = 1.0 if rule == "adam" else r_t
-        K.adam_form_step_(b, lr=lr, r=r, b1=b1, b2=b2, eps=eps, wd=wd, decoupled=decoupled, path=path)
+        K.adam_form_step_(b, group, r=1.0 if rule == "adam" else r_t, path=path)
         return
     # Un-rectified phase (the first few steps, or a "sgd"/"skip" rule): moments, then SGD-momentum or nothing.
     foreach = path != "single"
-    grads = b.grads if decoupled else K.add_l2(b.grads, b.params, wd, foreach)
+    grads = K.prepare_grads(b.grads, b.params, maximize=group["maximize"], l2=0.0 if decoupled else wd,
+                            foreach=foreach)
     K.update_first_moment_(b.exp_avgs, grads, b1, foreach)
     K.update_second_moment_(b.exp_avg_sqs, grads, b2, foreach)
     if rule == "sgd" or (rule is None and group["degenerated_to_sgd"]):
-        if decoupled:
-            K.decay_(b.params, lr, wd, foreach)
-        K.momentum_step_(b.params, b.exp_avgs, lr / (1 - b1 ** b.t), foreach)
+        K.momentum_step_(b.params, b.exp_avgs, lr / (1 - b1 ** b.t), lr * wd if decoupled else 0.0, foreach)
+
+
+def _radam_tensor_coefficients(t: torch.Tensor, group: dict) -> K.TensorCoefficients:
+    """Algorithm 2 (with first_steps) as tensors of t, branch-free: the same step as _radam_bucket_step."""
+    lr, wd = group["lr"], group["weight_decay"]
+    b1, b2 = group["betas"]
+    bias1, bias2 = 1 - b1 ** t, 1 - b2 ** t
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho = rho_inf - 2 * t * b2 ** t / bias2
+    rectified = rho > group["threshold"]
+    if rho_inf > 4.0:
+        r = torch.sqrt(torch.clamp((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho), min=0))
+    else:  # rho_t < rho_inf <= 4: never rectified
+        r = torch.zeros_like(t)
+    sgd = ~rectified if group["degenerated_to_sgd"] else torch.zeros_like(rectified)
+    start = 0
+    for rule, n in group["first_steps"]:
+        active = (t > start) & (t <= start + n)
+        start += n
+        if rule == "adam":
+            rectified, r, sgd = rectified | active, torch.where(active, torch.ones_like(r), r), sgd & ~active
+        elif rule == "sgd":
+            rectified, sgd = rectified & ~active, sgd | active
+        else:  # skip
+            rectified, sgd = rectified & ~active, sgd & ~active
+    decay = lr * wd * (rectified | sgd) if group["decoupled_weight_decay"] else 0.0
+    return K.TensorCoefficients(adaptive=lr * r * torch.sqrt(bias2) / bias1 * rectified,
+                                momentum=lr / bias1 * sgd, decay=decay, first_moment_weight=1 - b1)

@@ -259,14 +259,16 @@ def test_grad_scaler_matches_unscaled_training():
 # ---------------------------------------------------------------------- errors -------------------------------------
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(lr=-0.1), "invalid lr: -0.1"),
-    (dict(eps=-1.0), "invalid eps: -1.0"),
-    (dict(weight_decay=-1e-4), "invalid weight_decay: -0.0001"),
-    (dict(betas=(0.9, 1.5)), r"invalid betas\[1\] \(beta2\): 1.5"),
+    (dict(lr=-0.1), r"^Invalid learning rate: -0.1 \(lr must be >= 0.0\)$"),
+    (dict(eps=-1.0), r"^Invalid epsilon value: -1.0 \(eps must be >= 0.0\)$"),
+    (dict(weight_decay=-1e-4), r"^Invalid weight_decay value: -0.0001 "),
+    (dict(betas=(0.9, 1.5)), r"^Invalid beta parameter at index 1: 1.5 \(betas\[1\] \(beta2\) must be"),
     (dict(betas=0.9), "betas must be a pair"),
-    (dict(freeze_steps=-1), "invalid freeze_steps: -1"),
-    (dict(freeze_steps=2.5), "invalid freeze_steps: 2.5"),
+    (dict(freeze_steps=-1), "Invalid freeze_steps: -1"),
+    (dict(freeze_steps=2.5), "Invalid freeze_steps: 2.5"),
     (dict(foreach=1), "foreach must be None, True or False"),
+    (dict(amsgrad=True), r"amsgrad=True is not supported.*torch.optim.AdamW\(amsgrad=True\)"),
+    (dict(maximize="no"), "maximize must be True or False"),
 ])
 def test_bad_arguments_raise_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
