@@ -24,13 +24,15 @@ import torch.nn.functional as F
 
 def label_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                                  ignore_index: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss_sum, nll_sum) over non-``ignore_index`` targets; logits (B, T, V), target (B, T); fp32 maths."""
+    """(loss_sum, nll_sum) over non-``ignore_index`` targets; logits (B, T, V), target (B, T); maths in at
+    least fp32."""
     if logits.shape[:-1] != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree; logits "
                          "must be (B, T, V) for a (B, T) target")
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"label smoothing epsilon={epsilon} must be in [0, 1)")
-    lprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    # at least float32 (half/bfloat16 logits are promoted, float64 stays float64)
+    lprobs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # (B, T, V)
     keep = target.ne(ignore_index)  # (B, T)
     nll = -lprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
     smooth = -lprobs.sum(-1)  # (B, T)

@@ -85,7 +85,8 @@ def _search(model, src_tokens, src_lengths, k, len_penalty, max_len_a, max_len_b
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
 
     for step in range(int(max_len.max()) + 1):
-        lprobs = F.log_softmax(model.decode(tokens, enc, cache)[:, -1].float(), dim=-1)  # (n k, V)
+        logits = model.decode(tokens, enc, cache)[:, -1]
+        lprobs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # (n k, V)
         n, V = sent.numel(), lprobs.size(-1)
         if V < 2 * k:
             raise ValueError(f"beam_size={k} needs a vocabulary of at least {2 * k} types, got {V}")

@@ -36,7 +36,7 @@ SMALL = ["-a", "transformer_iwslt_de_en", "--encoder-layers", "2", "--decoder-la
          "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]
 PRE_LN = ["--encoder-normalize-before", "--decoder-normalize-before"]
 SHARE = ["--share-decoder-input-output-embed"]
-LOSS = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+EPS = 0.1  # the paper's label smoothing
 
 torch.set_num_threads(1)  # the machine is shared; these are small models
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -56,7 +56,7 @@ class Pair:
     """A fairseq TransformerModel (its task, criterion, cfg) and ours holding the same weights, float64."""
 
     def __init__(self, ding_task, *flags: str, seed: int = 1, dtype=torch.float64):
-        self.cfg = fairseq_cfg(ding_task.data_dir, *LOSS, *flags)
+        self.cfg = fairseq_cfg(ding_task.data_dir, *paper_label_smoothing(ding_task), *flags)
         torch.manual_seed(seed)
         self.task = tasks.setup_task(self.cfg.task)
         self.fs = self.task.build_model(self.cfg.model).to(dtype)
@@ -70,6 +70,16 @@ class Pair:
         return self
 
 
+def paper_label_smoothing(ding_task, eps: float = EPS) -> list[str]:
+    """fairseq's criterion flags that compute our (the paper-era) label smoothing eps.
+
+    Paper-era fairseq and ours: (1 - eps) nll + eps/V smooth; fairseq >= 0.10 spreads eps over V - 1 types,
+    (1 - eps' - eps'/(V-1)) nll + eps'/(V-1) smooth, which is the same formula for eps' = eps (V - 1) / V.
+    A later ``--label-smoothing`` flag overrides it."""
+    V = len(ding_task.tgt_dict)
+    return ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", repr(eps * (V - 1) / V)]
+
+
 def ours_like(fs_model, ding_task, model_cfg) -> TransformerModel:
     """Our model with the architecture of fairseq's (weights still its own init)."""
     share = bool(getattr(model_cfg, "share_decoder_input_output_embed", False))
@@ -77,12 +87,12 @@ def ours_like(fs_model, ding_task, model_cfg) -> TransformerModel:
                             pre_ln=bool(model_cfg.encoder_normalize_before), share_decoder_input_output_embed=share)
 
 
-def language_pair_dataset(ding_task, split: str, pair: Pair) -> LanguagePairDataset:
-    """fairseq's LanguagePairDataset over our binarized split (the same token ids; fairseq's defaults:
-    left-padded sources, right-padded targets)."""
+def language_pair_dataset(ding_task, split: str, fs_task) -> LanguagePairDataset:
+    """fairseq's LanguagePairDataset over our binarized split, with ``fs_task``'s dictionaries (the same token
+    ids; fairseq's defaults: left-padded sources, right-padded targets)."""
     data = ding_task.split(split)
-    return LanguagePairDataset(data.src, data.src.lengths.numpy(), pair.src_dict, data.tgt,
-                               data.tgt.lengths.numpy(), pair.tgt_dict, left_pad_source=True,
+    return LanguagePairDataset(data.src, data.src.lengths.numpy(), fs_task.source_dictionary, data.tgt,
+                               data.tgt.lengths.numpy(), fs_task.target_dictionary, left_pad_source=True,
                                left_pad_target=False)
 
 
@@ -98,12 +108,35 @@ def ding_batches(ding_task, count: int, epoch: int = 1) -> list[np.ndarray]:
 
 @pytest.fixture
 def float64_attention(monkeypatch):
-    """fairseq's MultiheadAttention takes its softmax in float32 whatever the input dtype (``utils.softmax``,
-    for fp16 stability); ours stays in the input dtype. For a float64 comparison, let fairseq's keep the
-    dtype too (its only change: no cast); unpatched, the two differ by float32 rounding (docs/fairseq.md)."""
+    """fairseq in float64 without its float32 casts (see ``lift_float32_casts``)."""
+    lift_float32_casts(monkeypatch)
+
+
+def lift_float32_casts(monkeypatch) -> None:
+    """fairseq takes its attention softmax and its output log-softmax in float32 whatever the input dtype
+    (``utils.softmax`` / ``utils.log_softmax``, for fp16 stability); ours stay in the input dtype (at least
+    float32), and its gradient clipping takes norms in float32 (which fails on float64 gradients). For a
+    float64 comparison, let fairseq's keep the dtype (the only change: no cast); unpatched, the two differ by
+    float32 rounding (docs/fairseq.md)."""
     import fairseq.utils
 
     monkeypatch.setattr(fairseq.utils, "softmax", lambda x, dim, onnx_trace=False: torch.softmax(x, dim=dim))
+    monkeypatch.setattr(fairseq.utils, "log_softmax",
+                        lambda x, dim, onnx_trace=False: torch.log_softmax(x, dim=dim))
+    monkeypatch.setattr(fairseq.utils, "clip_grad_norm_", _clip_grad_norm_in_dtype)
+
+
+def _clip_grad_norm_in_dtype(params, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
+    """fairseq.utils.clip_grad_norm_ (0.12, CPU, no experts) with the norms in the gradients' dtype instead of
+    float32 (its torch.norm(..., dtype=torch.float32) refuses float64 input)."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    total_norm = torch.norm(torch.stack([torch.norm(g, p=2) for g in grads]))
+    if aggregate_norm_fn is not None:
+        total_norm = aggregate_norm_fn(total_norm)
+    if max_norm > 0:
+        clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
+        torch._foreach_mul_(grads, clip_coef)
+    return total_norm
 
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:

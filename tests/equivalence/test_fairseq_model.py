@@ -26,7 +26,7 @@ FP32_SOFTMAX_ATOL = 1e-5  # fairseq unpatched: its attention softmax in float32
 
 def logits_both(pair: Pair, ding_task, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(fairseq's logits, ours, keep mask) on the same pairs, rows in fairseq's order."""
-    sample = fairseq_sample(language_pair_dataset(ding_task, "train", pair), indices)
+    sample = fairseq_sample(language_pair_dataset(ding_task, "train", pair.task), indices)
     net = sample["net_input"]
     ours_batch = collate(ding_task.split("train"), sample["id"].tolist())
     assert torch.equal(ours_batch["target"], sample["target"])
