@@ -8,12 +8,13 @@ run records (Liu et al., "On the Variance of the Adaptive Learning Rate and Beyo
     python scripts/fig_vision.py --kind optimizer multiruns/<table1>              # Fig. 5: a curve per optimizer
     python scripts/fig_vision.py --kind first_steps multiruns/<four_step>         # Table 3: a curve per variant
 
-The experiments (configs/experiment/cifar_*.yaml, table1, four_step) run this at the end of the sweep. Writes
-into --out (default: the first directory) `fig_vision_<kind>.{png,pdf,csv}` and prints, per curve, the best
-test accuracy over epochs (the paper's metric) as mean +- std over seeds. Rows of the figure: test accuracy
-(%), then training loss; curves are means over seeds. Per epoch: the test accuracy is the epoch's last
-`valid` event; the training loss and accuracy are the mean of the epoch's `train` events (the vision configs
-log one per epoch, over all its updates). The tidy CSV has one row per run, epoch and metric:
+The experiments (configs/experiment/cifar_*.yaml, table1, four_step, mnist5k_*) run this at the end of the
+sweep. Writes into --out (default: the first directory) `<name>.{png,pdf,csv}` (--name, default
+`fig_vision_<kind>`) and prints, per curve, the best test accuracy over epochs (the paper's metric) as mean +-
+std over seeds. Rows of the figure: test accuracy (%), then training loss; curves are means over seeds. Per
+epoch: the test accuracy is the epoch's last `valid` event; the training loss and accuracy are the mean of the
+epoch's `train` events (the vision configs log one per epoch, over all its updates). The tidy CSV has one row
+per run, epoch and metric:
 kind,panel,curve,optimizer,lr,seed,run,epoch,metric,value.
 """
 
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", help="run or sweep directories")
     parser.add_argument("--kind", choices=KINDS, default="lr", help="which figure (default: lr, Fig. 6)")
     parser.add_argument("--out", help="output folder (default: the first directory)")
+    parser.add_argument("--name", help="file name without extension (default: fig_vision_<kind>)")
     args = parser.parse_intermixed_args(argv)  # DrawAfterSweep passes: SWEEP_DIR [--kind K] [MORE_DIRS]
     runs = find_runs_or_exit(args.dirs)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run in {', '.join(args.dirs)} has per-epoch test accuracy for --kind {args.kind}; "
               f"pass CIFAR-10 / ImageNet sweep directories", file=sys.stderr)
         return 1
-    out = Path(args.out or args.dirs[0]) / f"fig_vision_{args.kind}"
+    out = Path(args.out or args.dirs[0]) / (args.name or f"fig_vision_{args.kind}")
     paths = draw(groups, args.kind, out)
     csv_path = out.parent / f"{out.name}.csv"
     with open(csv_path, "w", newline="") as f:
