@@ -485,8 +485,10 @@ class TensorCoefficients:
     first_moment_weight: Tensor | float
 
 
-def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def coefficient_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the 0-d step coefficients (rho_t - 4 loses ~4 digits to cancellation at t = 6 in float32),
+    except on devices without float64 (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def tensor_step_(b: Bucket, group: dict, coefficients) -> None:
@@ -495,7 +497,7 @@ def tensor_step_(b: Bucket, group: dict, coefficients) -> None:
     decoupled = group.get("decoupled_weight_decay", True)
     l2 = 0.0 if decoupled else group["weight_decay"]
     for p, g, m, v, step in zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.steps):
-        c = coefficients(step.to(opmath_dtype(p.dtype)), group)
+        c = coefficients(step.to(coefficient_dtype(p.device)), group)
         g = -g if group["maximize"] else g
         if l2:
             g = g + l2 * p
