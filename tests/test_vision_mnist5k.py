@@ -57,10 +57,21 @@ def test_reader_equals_mlxtends_own_loader_and_the_split_is_balanced(data):
     assert len(torch.unique(flat, dim=0)) == 5000
 
 
-def test_normalization_statistics_are_the_training_sets(data):
-    pixels = data["train"][0].double() / 255
-    assert float(pixels.mean()) == pytest.approx(mnist5k.MEAN[0], abs=1e-4)
-    assert float(pixels.std()) == pytest.approx(mnist5k.STD[0], abs=1e-4)
+@pytest.mark.parametrize("size", [28, 14])
+def test_normalization_statistics_are_the_training_sets(data, size):
+    pixels = mnist5k.shrink(data["train"][0], size).double() / 255
+    mean, std = mnist5k.STATS[size]
+    assert float(pixels.mean()) == pytest.approx(mean[0], abs=1e-4) and float(pixels.std()) == pytest.approx(std[0], abs=1e-4)
+
+
+def test_14_pixel_digits_are_the_rounded_means_of_2x2_blocks(data):
+    images = data["train"][0][:50]
+    small = mnist5k.shrink(images, 14)
+    blocks = images.double().reshape(50, 1, 14, 2, 14, 2).mean(dim=(3, 5))
+    assert small.shape == (50, 1, 14, 14) and small.dtype == torch.uint8
+    assert (small.double() - blocks).abs().max() <= 0.5
+    with pytest.raises(DataError):
+        mnist5k.shrink(images, 7)
 
 
 def test_a_changed_file_fails_the_pinned_checksum_and_bad_rows_are_one_line(tmp_path):
@@ -84,19 +95,22 @@ def test_a_changed_file_fails_the_pinned_checksum_and_bad_rows_are_one_line(tmp_
 
 
 # ---- the task --------------------------------------------------------------------------------------------------
-def test_batches_shift_digits_without_flipping_them():
-    task = Mnist5kTask(subset=100, test_subset=50, batch_size=32, updates_per_epoch=4)
+@pytest.mark.parametrize("size, pad", [(28, 2), (14, 1)])
+def test_batches_shift_digits_without_flipping_them(size, pad):
+    task = Mnist5kTask(size=size, pad=pad, subset=100, test_subset=50, batch_size=32, updates_per_epoch=4)
     task.prepare()
     batches = list(task.train_batches(1))
     assert [len(b["labels"]) for b in batches] == [32, 32, 32, 4] and not any(b["flips"].any() for b in batches)
     first = batches[0]
-    assert first["offsets"].min() >= 0 and first["offsets"].max() <= 4 and len(first["offsets"].unique(dim=0)) > 5
-    inputs = task.inputs(first)                                                       # (32, 1, 28, 28)
-    padded = nn.functional.pad(first["images"], (2, 2, 2, 2))
+    assert first["offsets"].min() >= 0 and first["offsets"].max() <= 2 * pad
+    assert len(first["offsets"].unique(dim=0)) > 5
+    inputs = task.inputs(first)                                                       # (32, 1, size, size)
+    padded = nn.functional.pad(first["images"], (pad, pad, pad, pad))
+    mean, std = mnist5k.STATS[size]
     for i in range(4):
         y, x = first["offsets"][i].tolist()
-        crop = padded[i, :, y:y + 28, x:x + 28].float() / 255
-        torch.testing.assert_close(inputs[i], (crop - mnist5k.MEAN[0]) / mnist5k.STD[0])
+        crop = padded[i, :, y:y + size, x:x + size].float() / 255
+        torch.testing.assert_close(inputs[i], (crop - mean[0]) / std[0])
     task = Mnist5kTask(subset=100, test_subset=50, batch_size=32, updates_per_epoch=4, augment=False)
     task.prepare()
     assert "offsets" not in next(iter(task.train_batches(1)))
@@ -111,6 +125,9 @@ def test_model_gets_one_input_channel_and_bad_options_are_one_line():
         Mnist5kTask(pad=-1)
     assert "task.pad=-1" in one_line(err)
     with pytest.raises(UserError) as err:
+        Mnist5kTask(size=32)
+    assert "task.size=32 must be one of [14, 28]" in one_line(err)
+    with pytest.raises(UserError) as err:
         Mnist5kTask(updates_per_epoch=32).prepare()
     assert "set task.updates_per_epoch=125" in one_line(err)
 
@@ -122,7 +139,7 @@ def test_the_default_cpu_run_trains_a_few_updates_through_run_py(tmp_path):
     s = summary(tmp_path)
     assert s["status"] == "completed" and s["updates"] == 16 and s["task"] == "mnist5k" and s["best"]["metric"] == "acc"
     lrs = [e["lr"] for e in events(tmp_path) if e["split"] == "train"]
-    assert lrs == [0.003, 0.003]  # one train event per epoch; the first lr drop is at epoch 4
+    assert lrs == [0.003, 0.003]  # one train event per epoch; the first lr drop is after epoch 2
 
 
 # ---- the models ------------------------------------------------------------------------------------------------

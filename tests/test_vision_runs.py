@@ -49,7 +49,7 @@ def test_every_experiment_file_is_covered():
 
 
 # (batch, updates per epoch, ResNet depth, epochs, lr milestones): the paper's CIFAR-10 recipe, MNIST-5k's CPU one
-SCALES = {"cifar10": (128, 391, 20, 164, [81, 122]), "mnist5k": (32, 125, 8, 8, [4, 6])}
+SCALES = {"cifar10": (128, 391, 20, 164, [81, 122]), "mnist5k": (32, 125, 8, 4, [2, 3])}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

