@@ -330,7 +330,7 @@ def adaptive_step_(params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: li
             torch._foreach_sub_(params, update)
         return
     for i, (p, m, v) in enumerate(zip(params, exp_avgs, exp_avg_sqs)):
-        denom = v.sqrt().add_(eps)
+        denom = v.sqrt() + eps  # not in place: autograd (differentiable=True) needs sqrt's output
         if update is None:
             p.addcdiv_(m, denom, value=-step_size)
         else:

@@ -108,6 +108,6 @@ def _adam_tensor_coefficients(t: torch.Tensor, group: dict) -> K.TensorCoefficie
     """The same step as _adam_bucket_step as tensors of t, branch-free (frozen steps: zero coefficients)."""
     lr, wd = group["lr"], group["weight_decay"]
     b1, b2 = group["betas"]
-    updating = t > group["freeze_steps"]
+    updating = (t > group["freeze_steps"]).to(t.dtype)  # (a bool mask times a Python float would be float32)
     return K.TensorCoefficients(adaptive=lr * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t) * updating,
                                 momentum=0.0, decay=lr * wd * updating, first_moment_weight=(1 - b1) * updating)

@@ -214,6 +214,7 @@ def _radam_tensor_coefficients(t: torch.Tensor, group: dict) -> K.TensorCoeffici
             rectified, sgd = rectified & ~active, sgd | active
         else:  # skip
             rectified, sgd = rectified & ~active, sgd & ~active
-    decay = lr * wd * (rectified | sgd) if group["decoupled_weight_decay"] else 0.0
+    moves = (rectified | sgd).to(t.dtype)  # (a bool mask times a Python float would be float32)
+    decay = lr * wd * moves if group["decoupled_weight_decay"] else 0.0
     return K.TensorCoefficients(adaptive=lr * r * torch.sqrt(bias2) / bias1 * rectified,
                                 momentum=lr / bias1 * sgd, decay=decay, first_moment_weight=1 - b1)
