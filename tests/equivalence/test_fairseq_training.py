@@ -88,9 +88,9 @@ def test_fairseq_012_label_smoothing_differs_by_design(ding_task, float64_attent
 # -------------------------------------------------------------------------------------------- point 3
 UPDATES = 50
 ADAM = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.999)", "--adam-eps", "1e-8"]
-COMMON = ["--weight-decay", "1e-4", "--lr", "3e-4", "--max-update", str(UPDATES), "--total-num-update",
-          str(UPDATES)]
-POLY = ["--lr-scheduler", "polynomial_decay", "--power", "1", "--end-learning-rate", "1e-9"]
+COMMON = ["--weight-decay", "1e-4", "--lr", "3e-4", "--max-update", str(UPDATES)]
+POLY = ["--lr-scheduler", "polynomial_decay", "--power", "1", "--end-learning-rate", "1e-9", "--total-num-update",
+        str(UPDATES)]
 
 
 def adam(params, **kw):
