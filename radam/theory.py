@@ -22,7 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+try:
+    import numpy as np
+except ModuleNotFoundError as err:  # the optimizers need only torch; this module needs NumPy too
+    raise ModuleNotFoundError("radam.theory needs NumPy: pip install numpy (or radam-optim[theory])") from err
 
 # Above this x = rho / 2, ln Gamma(x + 1/2) - ln Gamma(x) is summed from its asymptotic series; below it, the
 # recurrence Gamma(x + 1) = x Gamma(x) shifts x up to this value first (exact up to rounding).
