@@ -9,11 +9,18 @@ per-tensor Python overhead shows). The optimizers share the parameters and gradi
 and are timed interleaved in one process, one step each per round, after warm-up steps that take RAdam past its
 un-rectified phase (t > 6), so the steady-state step is what is measured:
 
-    radam.RAdam               this package, foreach=None (fused-kernel path)
+    radam.RAdam               this package, foreach=None (fused-kernel path), lr*wd = 1e-5
     radam.Adam                this package, foreach=None
+    radam.RAdam foreach       this package, foreach=True (decay summed with the step, one rounding)
+    radam.RAdam lr*wd=3e-8    foreach=None at the paper's NMT lr*wd: float32 leaves the kernel (see _kernels.py)
     torch RAdam foreach       torch.optim.RAdam(foreach=True, decoupled_weight_decay=True)
     torch AdamW fused         torch.optim.AdamW(fused=True)         (the reference for the ratios)
     loop (original style)     a per-parameter Python loop of tensor ops, as the original radam.py steps
+    radam.RAdam compiled      torch.compile(opt.step) of radam.RAdam (the tensor-mode step)
+    torch RAdam compiled      torch.compile(opt.step) of torch.optim.RAdam(decoupled_weight_decay=True)
+
+The compiled rows are measured only where a layout has at most --compile-max-tensors tensors (inductor's
+compile time grows with the number of tensors; the 50M/small layout has 12k).
 
 An optimizer step is memory-bound: it reads p, g, m, v and writes p, m, v, i.e. 7 * 4 bytes per fp32
 parameter. The achieved GB/s is printed beside two bandwidths of the same machine measured in the same run on a
@@ -77,10 +84,16 @@ class OriginalStyleLoopRAdam(torch.optim.Optimizer):
 OPTIMIZERS = {
     "radam.RAdam": lambda ps: RAdam(ps, lr=LR, weight_decay=WD),
     "radam.Adam": lambda ps: Adam(ps, lr=LR, weight_decay=WD),
+    "radam.RAdam foreach": lambda ps: RAdam(ps, lr=LR, weight_decay=WD, foreach=True),
+    "radam.RAdam lr*wd=3e-8": lambda ps: RAdam(ps, lr=LR, weight_decay=3e-8 / LR),
     "torch RAdam foreach": lambda ps: torch.optim.RAdam(ps, lr=LR, weight_decay=WD, decoupled_weight_decay=True,
                                                         foreach=True),
     "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WD, fused=True),
     "loop (original style)": lambda ps: OriginalStyleLoopRAdam(ps),
+}
+COMPILED = {
+    "radam.RAdam compiled": lambda ps: RAdam(ps, lr=LR, weight_decay=WD),
+    "torch RAdam compiled": lambda ps: torch.optim.RAdam(ps, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
 }
 REFERENCE = "torch AdamW fused"
 
@@ -123,18 +136,22 @@ def bandwidth_gbs(device: torch.device, repeats: int) -> tuple[float, float]:
     return results[0], results[1]
 
 
-def time_steps(params, device: torch.device, repeats: int) -> dict[str, list[float]]:
-    """Interleaved timing: per round, one step of each optimizer. Returns seconds per step, by optimizer."""
-    optimizers = {name: make(params) for name, make in OPTIMIZERS.items()}
+def time_steps(params, device: torch.device, repeats: int, compiled: bool) -> dict[str, list[float]]:
+    """Interleaved timing: per round, one step of each optimizer. Returns seconds per step, by optimizer.
+    Compiled steps are compiled during the warm-up steps (which therefore take long the first time)."""
+    steps = {name: make(params).step for name, make in OPTIMIZERS.items()}
+    if compiled:
+        torch._dynamo.reset()
+        steps.update({name: torch.compile(make(params).step) for name, make in COMPILED.items()})
     for _ in range(WARMUP_STEPS):
-        for opt in optimizers.values():
-            opt.step()
-    times: dict[str, list[float]] = {name: [] for name in optimizers}
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        for name, opt in optimizers.items():
+        for name, step in steps.items():
             sync(device)
             start = time.perf_counter()
-            opt.step()
+            step()
             sync(device)
             times[name].append(time.perf_counter() - start)
     return times
@@ -160,6 +177,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per optimizer")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--compile-max-tensors", type=int, default=64,
+                        help="time the compiled steps for layouts with at most this many tensors (0: never)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -175,7 +194,7 @@ def main() -> None:
         for layout in args.layouts:
             params = make_params(int(size * 1e6), layout, device)
             n_params = sum(p.numel() for p in params)
-            times = time_steps(params, device, args.repeats)
+            times = time_steps(params, device, args.repeats, compiled=len(params) <= args.compile_max_tensors)
             report(n_params, layout, len(params), times, bandwidth_gbs(device, args.repeats))
             del params, times
             if device.type == "cuda":

@@ -492,15 +492,21 @@ def coefficient_dtype(device: torch.device) -> torch.dtype:
 
 
 def tensor_step_(b: Bucket, group: dict, coefficients) -> None:
-    """One step of a tensor-mode bucket, parameter by parameter (torch.compile fuses each into one kernel)."""
+    """One step of a tensor-mode bucket. The coefficients of all its parameters are computed at once, from the
+    stacked step counts (under torch.compile one small kernel, instead of each element recomputing them), then
+    each parameter takes one fused update."""
     b2, eps = group["betas"][1], group["eps"]
     decoupled = group.get("decoupled_weight_decay", True)
     l2 = 0.0 if decoupled else group["weight_decay"]
-    for p, g, m, v, step in zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.steps):
-        c = coefficients(step.to(coefficient_dtype(p.device)), group)
+    t = torch.stack(b.steps).to(coefficient_dtype(b.params[0].device))
+    c = coefficients(t, group)
+    table = torch.stack([torch.as_tensor(x, dtype=t.dtype, device=t.device).expand_as(t)
+                         for x in (c.decay, c.momentum, c.adaptive, c.first_moment_weight)])
+    for i, (p, g, m, v) in enumerate(zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs)):
+        decay, momentum, adaptive, first_moment_weight = table[:, i]
         g = -g if group["maximize"] else g
         if l2:
             g = g + l2 * p
-        m.lerp_(g, c.first_moment_weight)
+        m.lerp_(g, first_moment_weight)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        p.sub_(p * c.decay + m * c.momentum + m / (v.sqrt() + eps) * c.adaptive)
+        p.sub_(p * decay + m * momentum + m / (v.sqrt() + eps) * adaptive)
