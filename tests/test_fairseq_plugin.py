@@ -108,6 +108,12 @@ def test_fairseq_train_with_radam(data_bin, tmp_path):
     state = ckpt["last_optimizer_state"]
     assert state["param_groups"][0]["threshold"] == 5.0 and state["param_groups"][0]["degenerated_to_sgd"] is True
     assert all(int(s["step"]) == 8 for s in state["state"].values())
+    # the file fairseq-train wrote loads safely (weights_only=True) into the harness's model, weight for weight
+    from experiments.nmt.fairseq_compat import from_fairseq_state_dict, load_fairseq_checkpoint
+
+    model = load_fairseq_checkpoint(tmp_path / "radam" / "checkpoint_last.pt")
+    theirs = from_fairseq_state_dict(ckpt["model"])
+    assert len(model.encoder_layers) == 1 and all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
 
 
 def test_fairseq_train_adam_2k_freezes_then_matches_fairseq_adam(data_bin, tmp_path):

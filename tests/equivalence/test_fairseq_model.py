@@ -164,3 +164,31 @@ def test_init_statistics_match_fairseq(ding_task):
         if name.endswith("embed.weight"):  # fairseq's pad row is zero: ours too
             assert not ours.view(3, -1, 64)[:, 1].any() and not theirs.view(3, -1, 64)[:, 1].any()
     print("\n".join(report))
+
+
+def test_load_fairseq_checkpoint_reads_a_file_fairseqs_trainer_wrote(ding_task, tmp_path):
+    """A checkpoint written by fairseq's own Trainer.save_checkpoint (args/cfg/model/optimizer/extra_state)
+    loads with torch.load(weights_only=True) into our model, pre-LN and tied output embedding included."""
+    from fairseq.trainer import Trainer
+
+    from experiments.nmt.fairseq_compat import load_fairseq_checkpoint
+
+    pair = Pair(ding_task, *PRE_LN, *SHARE, "--optimizer", "adam", "--lr", "1e-3", dtype=torch.float32)
+    trainer = Trainer(pair.cfg, pair.task, pair.fs, pair.criterion)
+    trainer.lr_step(1)
+    trainer.train_step([fairseq_sample(language_pair_dataset(ding_task, "train", pair.task),
+                                       ding_batches(ding_task, 1)[0])])
+    trainer.consolidate_optimizer()
+    trainer.save_checkpoint(str(tmp_path / "checkpoint_last.pt"), {"epoch": 1})
+    model = load_fairseq_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert not model.training and model.output_projection is None and model.encoder_norm is not None
+    theirs = from_fairseq_state_dict(pair.fs.state_dict())
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+
+
+def test_load_fairseq_checkpoint_refuses_unsafe_pickles(tmp_path):
+    from experiments.nmt.fairseq_compat import load_fairseq_checkpoint
+
+    torch.save({"model": {}, "cfg": {"model": {}}, "extra": torch.nn.Linear(2, 2)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not loadable with weights_only=True"):
+        load_fairseq_checkpoint(tmp_path / "bad.pt")
