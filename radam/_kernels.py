@@ -210,7 +210,6 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device) if tensor_mode else 0
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        real = torch.view_as_real if p.is_complex() else (lambda x: x)
         if tensor_mode:
             if not isinstance(state["step"], Tensor) or state["step"].device != p.device:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
@@ -225,10 +224,13 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
             t = state["step"]
             key = (p.device, p.dtype, t)
         bucket = buckets.setdefault(key, Bucket(t=t))
-        bucket.params.append(real(p))
-        bucket.grads.append(real(p.grad))
-        bucket.exp_avgs.append(real(state["exp_avg"]))
-        bucket.exp_avg_sqs.append(real(state["exp_avg_sq"]))
+        tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+        if p.is_complex():
+            tensors = tuple(torch.view_as_real(x) for x in tensors)
+        bucket.params.append(tensors[0])
+        bucket.grads.append(tensors[1])
+        bucket.exp_avgs.append(tensors[2])
+        bucket.exp_avg_sqs.append(tensors[3])
         if tensor_mode:
             bucket.steps.append(state["step"])
     return list(buckets.values())
@@ -347,9 +349,9 @@ def adam_form_step_(b: Bucket, group: dict, *, r: float, path: str) -> None:
     if path == "fused":
         kernel = fused_part(b, group)
         if kernel is not None and _fused_adam_form_(kernel, group, r=r):
-            b = b.subset([not k for k in kernel.taken])
-            if not b.params:
+            if all(kernel.taken):
                 return
+            b = b.subset([not k for k in kernel.taken])
     foreach = path != "single"
     lr, wd, (b1, b2) = float(group["lr"]), group["weight_decay"], group["betas"]
     decoupled = group.get("decoupled_weight_decay", True)
@@ -399,11 +401,20 @@ def fused_part(b: Bucket, group: dict) -> KernelBucket | None:
     decay = float(group["lr"]) * group["weight_decay"]
     if group.get("decoupled_weight_decay", True) and 0 < decay < KERNEL_MIN_DECAY and p0.dtype == torch.float32:
         return None  # (bf16/fp16: the kernel's float32 arithmetic beats the foreach path's bf16/fp16 arithmetic)
-    taken = [is_dense(p) and same_layout(p, g) and same_layout(p, m) and same_layout(p, v)
-             for p, g, m, v in zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs)]
+    taken = [kernel_layout(p, g, m, v) for p, g, m, v in zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs)]
+    if all(taken):
+        return KernelBucket(**vars(b), taken=taken)
     if not any(taken):
         return None
     return KernelBucket(**vars(b.subset(taken)), taken=taken)
+
+
+def kernel_layout(p: Tensor, g: Tensor, m: Tensor, v: Tensor) -> bool:
+    """Whether the fused kernel's flat view of p, g, m, v is right: all contiguous (the common case, checked in
+    C++), or dense with one layout (transposes, channels_last)."""
+    if p.is_contiguous() and g.is_contiguous() and m.is_contiguous() and v.is_contiguous():
+        return True
+    return is_dense(p) and same_layout(p, g) and same_layout(p, m) and same_layout(p, v)
 
 
 def float32_below_one(x: float) -> float:
