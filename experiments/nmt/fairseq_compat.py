@@ -111,9 +111,15 @@ def model_kwargs_from_fairseq(cfg: Mapping | argparse.Namespace) -> dict:
     if get("encoder_normalize_before", False) != get("decoder_normalize_before", False):
         raise ValueError("encoder_normalize_before and decoder_normalize_before differ; this model has one "
                          "pre_ln switch for both")
-    if get("encoder_learned_pos", False) or get("decoder_learned_pos", False) or get("layernorm_embedding", False):
-        raise ValueError("learned positions / layernorm_embedding are not supported (sinusoidal, no embedding "
-                         "LayerNorm only)")
+    unsupported = {"encoder_learned_pos": False, "decoder_learned_pos": False, "layernorm_embedding": False,
+                   "no_scale_embedding": False, "no_token_positional_embeddings": False,
+                   "adaptive_softmax_cutoff": None, "cross_self_attention": False}
+    for key, plain in unsupported.items():
+        if get(key, plain) not in (plain, False, None):
+            raise ValueError(f"fairseq model option {key}={get(key)!r} is not supported by this model "
+                             "(sinusoidal positions, scaled embeddings, no embedding LayerNorm, full softmax)")
+    if (get("activation_fn", "relu") or "relu") != "relu":
+        raise ValueError(f"activation_fn={get('activation_fn')!r}: this model's FFN uses relu only")
     for pair in (("encoder_ffn_embed_dim", "decoder_ffn_embed_dim"),
                  ("encoder_attention_heads", "decoder_attention_heads")):
         if get(pair[0]) != get(pair[1], get(pair[0])):

@@ -15,9 +15,9 @@ import torch
 
 from experiments.nmt.batching import collate
 from experiments.nmt.fairseq_compat import from_fairseq_state_dict, model_kwargs_from_fairseq, to_fairseq_state_dict
-from tests.equivalence.fairseq_env import (PRE_LN, SHARE, Pair, ding_batches, fairseq_sample,  # noqa: F401
-                                           float64_attention, language_pair_dataset, max_abs, ours_like,
-                                           pytestmark)
+from tests.equivalence.fairseq_env import (PRE_LN, SHARE, Pair, ding_batches, fairseq_cfg,  # noqa: F401
+                                           fairseq_sample, float64_attention, language_pair_dataset, max_abs,
+                                           ours_like, pytestmark)
 
 VARIANTS = {"post-LN untied": [], "post-LN shared": SHARE, "pre-LN untied": PRE_LN, "pre-LN shared": PRE_LN + SHARE}
 LOGIT_ATOL = 1e-10  # float64 (a wrong scaling, mask or LN placement moves logits by > 1e-2)
@@ -95,6 +95,14 @@ def test_paper_era_checkpoint_names_read_as_fairseq_upgrades_them(ding_task):
     ours_old, ours_upgraded = from_fairseq_state_dict(old), from_fairseq_state_dict(upgraded)
     assert set(ours_old) == set(ours_upgraded) == set(pair.ours.state_dict())
     assert all(torch.equal(ours_old[k], ours_upgraded[k]) for k in ours_old)
+
+
+@pytest.mark.parametrize("flags, match", [(["--activation-fn", "gelu"], "activation_fn='gelu'"),
+                                          (["--no-scale-embedding"], "no_scale_embedding=True"),
+                                          (["--encoder-learned-pos"], "encoder_learned_pos=True")])
+def test_unsupported_fairseq_architectures_are_clear_errors(ding_task, flags, match):
+    with pytest.raises(ValueError, match=match):
+        model_kwargs_from_fairseq(fairseq_cfg(ding_task.data_dir, *flags).model)
 
 
 def test_unknown_fairseq_parameter_is_a_clear_error(ding_task):
