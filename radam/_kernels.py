@@ -76,11 +76,12 @@ class Bucket:
     exp_avgs: list[Tensor] = field(default_factory=list)
     exp_avg_sqs: list[Tensor] = field(default_factory=list)
     steps: list[Tensor] = field(default_factory=list)
+    shared: dict = field(default_factory=dict)  # one dict per group and step() call, shared by its buckets
 
     def subset(self, keep: list[bool]) -> "Bucket":
         pick = lambda xs: [x for x, k in zip(xs, keep) if k]  # noqa: E731
         return Bucket(self.t, pick(self.params), pick(self.grads), pick(self.exp_avgs), pick(self.exp_avg_sqs),
-                      pick(self.steps))
+                      pick(self.steps), self.shared)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,6 +200,7 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
     gradients raise, complex parameters enter as real views. State is created on the first step.
     """
     buckets: dict[tuple, Bucket] = {}
+    shared: dict = {}
     for p in group["params"]:
         if p.grad is None:
             continue
@@ -223,7 +225,7 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
             state["step"] += 1
             t = state["step"]
             key = (p.device, p.dtype, t)
-        bucket = buckets.setdefault(key, Bucket(t=t))
+        bucket = buckets.setdefault(key, Bucket(t=t, shared=shared))
         tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
         if p.is_complex():
             tensors = tuple(torch.view_as_real(x) for x in tensors)
@@ -450,7 +452,11 @@ def _fused_adam_form_(b: KernelBucket, group: dict, *, r: float) -> bool:
     op = torch._fused_adamw_ if decoupled else torch._fused_adam_
     carry = group["kernel_decay_carry"]
     if decoupled:
-        decay = kernel_decay(group, dtype) if lr * r > 0 else 0.0
+        # once per group and step for all its float32-arithmetic buckets, so that they share one carry
+        key = ("kernel_decay", dtype == torch.float64)
+        if key not in b.shared:
+            b.shared[key] = kernel_decay(group, dtype)
+        decay = b.shared[key] if lr * r > 0 else 0.0
         kernel_wd = decay / (lr * r) if decay else 0.0
     else:
         kernel_wd = wd
@@ -460,6 +466,7 @@ def _fused_adam_form_(b: KernelBucket, group: dict, *, r: float) -> bool:
            eps=eps / math.sqrt(1 - b2 ** b.t), maximize=group["maximize"], grad_scale=None, found_inf=None)
     except (RuntimeError, NotImplementedError, TypeError, AttributeError) as err:
         group["kernel_decay_carry"] = carry
+        b.shared.clear()
         _fused_broken.add((device.type, dtype))
         warnings.warn(f"torch fused Adam op failed on {device.type}/{dtype} ({type(err).__name__}: {err}); "
                       "using the foreach path from now on", RuntimeWarning, stacklevel=4)

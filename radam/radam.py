@@ -34,8 +34,9 @@ Table 3 with the paper's threshold=4 (rho_t <= 4 exactly for t <= 4 when b2 = 0.
 (89.98) is (("adam", 4),); "SGD 1-4, Adam 5-8, then RAdam" (90.29) is (("sgd", 4), ("adam", 4)); and
 (("skip", 4),) skips the first four updates. The default () is Algorithm 2 unchanged.
 
-Weight decay wd: decoupled (default, as the original code): theta <- theta (1 - alpha_t wd) before the update,
-on the steps that update theta only, not scaled by r_t. With decoupled_weight_decay=False it is classic L2:
+Weight decay wd: decoupled (default, as the original code): theta <- theta - alpha_t wd theta - (the update),
+on the steps that update theta only, not scaled by r_t; decay and update are summed before theta is rounded
+(radam/_kernels.py: this keeps lr wd = 3e-8 in float32, which theta (1 - alpha_t wd) does not). With decoupled_weight_decay=False it is classic L2:
 g_t <- g_t + wd theta_{t-1} on every step, before the moments (torch.optim.RAdam's default).
 
 Threshold. The paper's rule is rho_t > 4 (threshold=4): r_t has the factor (rho_t - 4), so rho_t > 4 is
@@ -46,9 +47,11 @@ rho_4 = 3.9975, rho_5 = 4.996, rho_6 = 5.994, so the first rectified step is t =
 t = 6 under the code's. rho_t increases to rho_inf; if b2 <= 0.6 then rho_inf <= 4 and RAdam is SGD with
 bias-corrected momentum for ever (or, with degenerated_to_sgd=False, never moves).
 
-Differences from torch.optim.RAdam: none in the arithmetic with decoupled_weight_decay=True and threshold=5
-(torch's rule is rho_t > 5, eps also added before sqrt(1 - b2^t)); the options threshold and
-degenerated_to_sgd are extra. torch.optim.RAdam state dicts load (same state keys).
+Differences from torch.optim.RAdam: none in the algorithm with decoupled_weight_decay=True and threshold=5
+(torch's rule is rho_t > 5, eps also added before sqrt(1 - b2^t)); in float32 the decoupled decay is rounded
+once with the step (torch: theta * (1 - lr wd) first). The default decoupled_weight_decay is True here (the
+original code), False in torch. The options threshold, degenerated_to_sgd and first_steps are extra.
+torch.optim.RAdam state dicts load here and ours load there (same state keys).
 
 Speed: a rectified step is an Adam step with lr' = lr r_t (see radam/_kernels.py), so with foreach=None it runs
 as one pass of torch's fused Adam kernel; the first few, un-rectified steps use foreach ops.

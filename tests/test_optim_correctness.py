@@ -230,3 +230,24 @@ def test_kernel_decay_carries_what_the_float32_factor_cannot_hold():
     assert abs(sum(applied) - 1000 * 3e-6) <= 2 ** -25
     assert _kernels.kernel_decay({"lr": 1e-3, "weight_decay": 3e-3, "kernel_decay_carry": 0.0},
                                  torch.float64) == 1e-3 * 3e-3
+
+
+def test_buckets_of_one_group_share_the_steps_kernel_decay(monkeypatch):
+    """Two buckets in one step (a bf16 and a float32 parameter) get the same kernel decay, and the carry
+    advances once per step, not once per bucket."""
+    decays = []
+    kernel = torch._fused_adamw_
+
+    def recording(params, *args, lr, weight_decay, **kwargs):
+        decays.append(lr * weight_decay)
+        return kernel(params, *args, lr=lr, weight_decay=weight_decay, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adamw_", recording)
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))]
+    opt = Adam(params, lr=1e-3, weight_decay=3e-3)  # lr*wd = 3e-6 = 50.3 quanta of 2^-24
+    for _ in range(100):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert decays[0::2] == decays[1::2]
+    assert abs(sum(decays[0::2]) - 100 * 3e-6) <= 2 ** -25
