@@ -139,7 +139,7 @@ def test_the_default_cpu_run_trains_a_few_updates_through_run_py(tmp_path):
     s = summary(tmp_path)
     assert s["status"] == "completed" and s["updates"] == 16 and s["task"] == "mnist5k" and s["best"]["metric"] == "acc"
     lrs = [e["lr"] for e in events(tmp_path) if e["split"] == "train"]
-    assert lrs == [0.003, 0.003]  # one train event per epoch; the first lr drop is after epoch 2
+    assert lrs == [0.03, 0.03]  # RAdam at its tuned lr; one train event per epoch; the first drop after epoch 2
 
 
 # ---- the models ------------------------------------------------------------------------------------------------
