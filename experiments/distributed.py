@@ -32,13 +32,24 @@ class Dist:
         return self.world_size > 1
 
 
-def setup(device_type: str) -> Dist:
-    """Join the process group torchrun (or a multi-task submitit job) describes (a no-op for one process)."""
+def export_launcher_env() -> None:
+    """In a multi-task submitit job, export RANK, WORLD_SIZE, MASTER_* from submitit's environment (once)."""
     if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):
         import submitit
 
         if submitit.JobEnvironment().num_tasks > 1:  # one process per task (GPU): RANK, WORLD_SIZE, MASTER_*
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the run (before the process group exists): the process that writes records and checkpoints."""
+    export_launcher_env()
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup(device_type: str) -> Dist:
+    """Join the process group torchrun (or a multi-task submitit job) describes (a no-op for one process)."""
+    export_launcher_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Dist()

@@ -11,7 +11,8 @@ which averages: hence the factor world_size), clips it to ``trainer.clip_norm``,
 This makes 1 process with update_freq=2 and 2 processes with update_freq=1 take the same step (fairseq's rule).
 
 Run records, checkpoints and resume are described in experiments/records.py, experiments/checkpoint.py and
-docs/harness.md. A run directory with checkpoints/last.pt is resumed: the metrics after a resume equal those of
+docs/harness.md. A run directory belongs to one configuration (experiments/rundir.py: a fingerprint of the
+config, an advisory lock); with checkpoints/last.pt it is resumed, and the metrics after a resume equal those of
 an uninterrupted run (same data order by (seed, epoch), RNG states and interval meters restored).
 """
 
@@ -21,10 +22,8 @@ import contextlib
 import itertools
 import logging
 import math
-import os
-import signal
-import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,10 +31,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import checkpoint, distributed, records
+from experiments import checkpoint, distributed, records, rundir
 from experiments.histograms import grad_histogram
 from experiments.loggers import build_tracker
+from experiments.signals import Interrupted, StopSignal
 from experiments.task import Task, UserError, accumulate, first_line, to_device
+from experiments.trainer_options import check_trainer_options, divergence_bound, thread_count
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -54,11 +55,10 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
     return torch.device(name)
 
 
-def configure_torch(t: DictConfig, device: torch.device) -> None:
-    if t.threads:
-        torch.set_num_threads(int(t.threads))
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise UserError(f"trainer.precision={t.precision!r} is unknown; use fp32, bf16 or fp16")
+def configure_torch(t: DictConfig) -> None:
+    threads = thread_count(t.threads)
+    if threads:
+        torch.set_num_threads(threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -72,6 +72,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def build_model(task: Task, model_cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    try:
+        return task.build_model(model_cfg).to(device)
+    except UserError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError) as e:  # a model config of another task
+        raise UserError(f"model {model_cfg.get('_target_')} does not fit task {type(task).__name__} "
+                        f"({type(e).__name__}: {first_line(e)[:160]}); choose a model= of this task") from e
+
+
 def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """``cfg.optimizer`` minus ``name`` and ``scheduler`` is a partial optimizer: call it on the parameters."""
     node = {k: v for k, v in OmegaConf.to_container(opt_cfg, resolve=True).items() if k not in ("name", "scheduler")}
@@ -79,8 +89,8 @@ def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.
     factory = _instantiate(node, "optimizer")
     try:
         return factory([p for p in model.parameters() if p.requires_grad], **tuples)
-    except ValueError as e:  # torch and radam/ check their hyperparameters
-        raise UserError(f"optimizer: {e} (optimizer.* in the config)") from e
+    except (ValueError, TypeError) as e:  # torch and radam/ check their hyperparameters
+        raise UserError(f"optimizer: {first_line(e)} (optimizer.* in the config)") from e
 
 
 def build_scheduler(opt_cfg: DictConfig, optimizer: torch.optim.Optimizer):
@@ -90,14 +100,23 @@ def build_scheduler(opt_cfg: DictConfig, optimizer: torch.optim.Optimizer):
     try:
         return _instantiate(node, "optimizer.scheduler")(optimizer)
     except (TypeError, ValueError) as e:
-        raise UserError(f"optimizer.scheduler: {e} (optimizer.scheduler.* in the config)") from e
+        raise UserError(f"optimizer.scheduler: {first_line(e)} (optimizer.scheduler.* in the config)") from e
 
 
 def _instantiate(node: Any, where: str) -> Any:
     try:
         return instantiate(node)
-    except Exception as e:  # Hydra wraps import errors and bad arguments in multi-line messages
-        raise UserError(f"cannot build {where} ({first_line(e)}); check the {where} config group") from e
+    except Exception as e:  # Hydra wraps the cause in "Error in call to target '...':\n<cause>"
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        cause = e.__cause__ or e
+        raise UserError(f"cannot build {where} ({type(cause).__name__}: {_one_line(cause)}); check the {where} "
+                        f"config group") from e
+
+
+def _one_line(e: BaseException) -> str:
+    """The whole message of ``e`` on one line (Hydra's messages put the useful part after a line break)."""
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 # --------------------------------------------------------------------------------------------- one update
@@ -175,47 +194,64 @@ class Meter:
         return {"stats": dict(self.stats), "gnorm": self.gnorm, "updates": self.updates, "lr": self.lr}
 
 
-class StopSignal:
-    """SIGTERM, SIGUSR1 and the job scheduler's preemption signal set a flag; the loop checkpoints after the
-    current update and ends the run with status ``preempted``.
+@dataclass
+class Progress:
+    """Where a run stands: everything a checkpoint restores besides model, optimizer, schedule and RNGs."""
 
-    Under submitit (Hydra's submitit launchers) the preemption signal is SIGUSR2 (or $SUBMITIT_PREEMPT_SIGNAL):
-    SLURM sends it ``signal_delay_s`` before the time limit or on preemption, and submitit's handler requeues the
-    job. That handler is kept and called by ``hand_over`` once the checkpoint is written, so the requeued job
-    resumes from the very update the signal arrived at (submitit then exits the process).
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self.previous = {}
-        self.preempt = _preempt_signal()
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self.previous = {sig: signal.signal(sig, self._handle)
-                             for sig in (signal.SIGTERM, signal.SIGUSR1, self.preempt)}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received != self.preempt:  # SLURM's SIGTERM may follow the preemption signal: keep the latter
-            self.received = signum
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def hand_over(self) -> None:
-        """Call the handler that was installed before ours for the preemption signal (submitit's requeue, which
-        exits the process). A handler that cannot requeue raises (submitit: timed out too many times): the run
-        stays resumable by hand, so that is logged, not raised."""
-        handler = self.previous.get(self.received) if self.received == self.preempt else None
-        if callable(handler) and handler is not signal.default_int_handler:
-            try:
-                handler(self.received, None)
-            except Exception as e:  # noqa: BLE001 - anything but SystemExit: the requeue did not happen
-                log.warning(f"the job was not requeued ({first_line(e)}); rerun it to resume")
+    update: int = 0
+    epoch: int = 1
+    batch_in_epoch: int = 0
+    metrics_lines: int | None = None     # events of metrics.jsonl / grad_histograms.jsonl the checkpoint has seen
+    histogram_lines: int | None = None
+    best: float | None = None            # best value of trainer.best_metric, and its update
+    best_update: int | None = None
+    meter: dict | None = None            # the current log interval's sums
+    valid_update: int | None = None      # the update of the last validation
+    wall_s: float = 0.0                  # training time across resumes
+    last_valid: dict | None = None
+    last_train: dict | None = None
+    task: Any = None                     # state the task carries across batches (the LM's LSTM state)
 
 
-def _preempt_signal() -> int:
-    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # submitit's variable and default
-    return getattr(signal, "SIG" + name.upper().removeprefix("SIG"), signal.SIGUSR2)
+@dataclass
+class Run:
+    """One run's objects. Built by ``start``; the functions below read and advance it."""
+
+    cfg: DictConfig
+    run_dir: Path
+    d: distributed.Dist
+    device: torch.device
+    task: Task
+    model: torch.nn.Module
+    net: torch.nn.Module                 # what the forward pass calls: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    summary: dict
+    p: Progress
+    metrics_file: records.JsonlWriter
+    hist_file: records.JsonlWriter
+    tracker: Any
+    bound: float | None                  # training losses above it end the run as diverged
+    meter: Meter = field(default_factory=Meter)
+    saved_last_at: int | None = None     # the update last.pt holds
+    t_start: float = field(default_factory=time.perf_counter)
+    wall_before: float = 0.0
+
+    @property
+    def t(self) -> DictConfig:
+        return self.cfg.trainer
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def emit(self, event: dict) -> None:
+        self.metrics_file.write(event)
+        self.tracker.log(event)
 
 
 def diverged(metrics: dict[str, float], bound: float | None) -> bool:
@@ -227,16 +263,68 @@ def better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def save(run: Run, path: Path) -> None:
+    task_state = run.task.state_dict() if hasattr(run.task, "state_dict") else None  # every rank: it may gather
+    p = run.p
+    if path == run.last:
+        run.saved_last_at = p.update
+    if run.d.is_main:
+        p.task = task_state
+        p.metrics_lines, p.histogram_lines = run.metrics_file.lines, run.hist_file.lines
+        p.meter, p.wall_s = run.meter.state(), run.wall()
+        checkpoint.save(path, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                        progress=asdict(p))
+
+
+def validate(run: Run) -> None:
+    p, t = run.p, run.t
+    metrics = run.task.evaluate(run.model, "valid")
+    run.model.train()
+    run.emit({"update": p.update, "epoch": p.epoch, "split": "valid", **metrics})
+    p.last_valid, p.valid_update = metrics, p.update
+    log.info(_line("valid", p, metrics))
+    value = metrics.get(t.best_metric)
+    if value is not None and better(value, p.best, t.best_mode):
+        p.best, p.best_update = value, p.update
+        save(run, run.run_dir / "checkpoints" / "best.pt")
+
+
+def finish(run: Run, status: str, extra: dict | None = None, stop: StopSignal | None = None) -> dict:
+    p, t = run.p, run.t
+    run.summary.update(status=status, updates=p.update, epochs=p.epoch, wall_time_s=run.wall(),
+                       final={"train": p.last_train, "valid": p.last_valid, **(extra or {})},
+                       best={"metric": t.best_metric, "mode": t.best_mode, "value": p.best, "update": p.best_update})
+    if status == "preempted" and stop is not None and stop.received is not None:
+        run.summary["signal"] = stop.name
+    if run.d.is_main:
+        records.write_json(run.run_dir / "summary.json", run.summary)
+    run.tracker.finish(status)
+    distributed.teardown(run.d)
+    return run.summary
+
+
+def stop_requested(run: Run, stop: StopSignal) -> bool:
+    return distributed.any_rank(stop.received is not None, run.d, run.device)
+
+
 # --------------------------------------------------------------------------------------------------- train
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
+          hydra_files: dict[str, str] | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (resuming it if it holds a checkpoint); return the summary.
 
-    ``choices`` names the task and optimizer for summary.json (run.py passes Hydra's choice names).
+    ``choices`` names the task and optimizer for summary.json (run.py passes Hydra's choice names);
+    ``hydra_files`` (name -> text) are written to ``run_dir/.hydra/`` once the run directory is claimed.
     """
+    run_dir, main = Path(run_dir), distributed.is_main_process()
     stop = StopSignal()
     try:
-        summary = _train(cfg, Path(run_dir), choices, stop)
+        with rundir.claim(run_dir, main=main):
+            if main and hydra_files:
+                rundir.write_hydra_files(run_dir, hydra_files, only_if_new=True)
+            check_trainer_options(cfg)
+            rundir.check_fingerprint(run_dir, cfg)
+            summary = _train(cfg, run_dir, choices, stop, hydra_files or {})
     finally:
         stop.restore()
     if summary["status"] == "preempted":
@@ -244,13 +332,51 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None)
     return summary
 
 
-def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop: StopSignal) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop: StopSignal,
+           hydra_files: dict[str, str]) -> dict[str, Any]:
+    run = start(cfg, run_dir, choices, hydra_files)
+    t, p = run.t, run.p
+    bar = _progress_bar(t, run.d, p.update)
+    run.model.train()
+    while not _done(p, t):
+        status = train_epoch(run, stop, bar)
+        if status == "max_updates":
+            break
+        if status is not None:
+            return finish(run, status, stop=stop)
+        end_epoch(run)
+    if bar is not None:
+        bar.close()
+    if p.valid_update != p.update:
+        validate(run)  # the final model is always validated
+        save(run, run.last)
+    elif run.saved_last_at != p.update:
+        save(run, run.last)
+    if stop_requested(run, stop):  # a signal during the final validation
+        log.warning(f"signal received: saved {run.last} at update {p.update}; rerun to run the final evaluation")
+        return finish(run, "preempted", stop=stop)
+    distributed.barrier(run.d)
+    result = {}
+    try:
+        with stop.interrupting():  # a signal now stops the final evaluation at once: a resume reruns it
+            if run.d.is_main:
+                result = run.task.finalize(run.model, checkpoint.epoch_checkpoints(run.last.parent)) or {}
+    except Interrupted:
+        log.warning("signal received during the final evaluation; rerun with the same hydra.run.dir to redo it")
+        return finish(run, "preempted", stop=stop)
+    if result:
+        run.emit({"update": p.update, "epoch": p.epoch, "split": "test", **result})
+        log.info(_line("final", p, result))
+    return finish(run, "completed", {"test": result})
+
+
+def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_files: dict[str, str]) -> Run:
+    """Build task, model, optimizer and schedule, restore last.pt if there is one, open the run's records.
+    Until the records are opened, any error leaves the run directory as it was."""
     t = cfg.trainer
-    if t.max_updates is None and t.get("max_epochs") is None:
-        raise UserError("neither trainer.max_updates nor trainer.max_epochs is set; set one of them")
     d = distributed.setup("cuda" if t.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = pick_device(t.device, d)
-    configure_torch(t, device)
+    configure_torch(t)
     choices = choices or {"task": str(cfg.task.get("_target_")), "optimizer": str(cfg.optimizer.get("name"))}
     summary = {**choices, "status": "running", "run_dir": str(run_dir),
                **records.provenance(cfg.seed, str(device), REPO), "world_size": d.world_size}
@@ -263,32 +389,33 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
     task.prepare()
     if d.is_main:
         distributed.barrier(d)
-    model = task.build_model(cfg.model).to(device)
+    model = build_model(task, cfg.model, device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.optimizer, optimizer)
     scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     if d.enabled:
         torch.manual_seed(cfg.seed + d.rank)  # dropout differs across ranks; the weights come from rank 0
 
-    # Resume from checkpoints/last.pt if there is one.
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.pt"
-    p = {"update": 0, "epoch": 1, "batch_in_epoch": 0, "metrics_lines": None, "histogram_lines": None,
-         "best": None, "best_update": None, "meter": None, "valid_update": None, "wall_s": 0.0,
-         "last_valid": None, "last_train": None, "task": None}  # progress: what a checkpoint restores
+    p = Progress()
+    last = run_dir / "checkpoints" / "last.pt"
     if last.exists():
-        try:
-            p.update(checkpoint.load(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler))
-        except (RuntimeError, ValueError, KeyError, EOFError, OSError) as e:  # other model/optimizer, or damaged
-            raise UserError(f"cannot resume from {last} ({first_line(e)[:200]}); rerun with the config it was written "
-                            f"with, or use a new hydra.run.dir") from e
-        log.info(f"resumed from {last} at update {p['update']} (epoch {p['epoch']}, batch {p['batch_in_epoch']})")
-        if p["task"] is not None and hasattr(task, "load_state_dict"):
-            task.load_state_dict(p["task"])  # state a task carries across batches (the LM's LSTM state)
-    metrics_file = records.JsonlWriter(run_dir / "metrics.jsonl", p["metrics_lines"], enabled=d.is_main)
-    hist_file = records.JsonlWriter(run_dir / "grad_histograms.jsonl", p["histogram_lines"], enabled=d.is_main)
+        state = checkpoint.load(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                trust=bool(cfg.get("trust_checkpoint", False)))
+        p = Progress(**{k: v for k, v in state.items() if k in Progress.__dataclass_fields__})
+        log.info(f"resumed from {last} at update {p.update} (epoch {p.epoch}, batch {p.batch_in_epoch})")
+        if p.task is not None and hasattr(task, "load_state_dict"):
+            task.load_state_dict(p.task)
+    try:
+        metrics_file = records.JsonlWriter(run_dir / "metrics.jsonl", p.metrics_lines, enabled=d.is_main)
+        hist_file = records.JsonlWriter(run_dir / "grad_histograms.jsonl", p.histogram_lines, enabled=d.is_main)
+    except records.RecordsError as e:
+        raise UserError(f"{e}; restore the file, or start a new hydra.run.dir") from e
+    bound = divergence_bound(t.diverge_loss_above, task)
+    summary["divergence_bound"] = bound
     tracker = build_tracker(cfg.get("logger"), cfg, run_dir, run_dir.name, enabled=d.is_main)
     if d.is_main:
+        rundir.write_hydra_files(run_dir, hydra_files)
+        rundir.write_fingerprint(run_dir, cfg)
         records.atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         records.write_json(run_dir / "summary.json", summary)
 
@@ -298,129 +425,78 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if t.compile:
         net = torch.compile(net)
-
-    def emit(event: dict) -> None:
-        metrics_file.write(event)
-        tracker.log(event)
-
-    def save(path: Path) -> None:
-        task_state = task.state_dict() if hasattr(task, "state_dict") else None  # every rank: it may gather
-        if path == last:
-            saved_last_at[0] = p["update"]
-        if d.is_main:
-            p["task"] = task_state
-            p["metrics_lines"], p["histogram_lines"] = metrics_file.lines, hist_file.lines
-            p["meter"], p["wall_s"] = meter.state(), wall()
-            checkpoint.save(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, progress=p)
-
-    saved_last_at = [None]  # the update last.pt holds (a run ending with an epoch writes it once, not twice)
-
-    def validate() -> None:
-        metrics = task.evaluate(model, "valid")
-        model.train()
-        emit({"update": p["update"], "epoch": p["epoch"], "split": "valid", **metrics})
-        p["last_valid"], p["valid_update"] = metrics, p["update"]
-        log.info(_line("valid", p, metrics))
-        value = metrics.get(t.best_metric)
-        if value is not None and better(value, p["best"], t.best_mode):
-            p["best"], p["best_update"] = value, p["update"]
-            save(ckpt_dir / "best.pt")
-
-    def finish(status: str, extra: dict | None = None) -> dict:
-        summary.update(status=status, updates=p["update"], epochs=p["epoch"], wall_time_s=wall(),
-                       final={"train": p["last_train"], "valid": p["last_valid"], **(extra or {})},
-                       best={"metric": t.best_metric, "mode": t.best_mode, "value": p["best"],
-                             "update": p["best_update"]})
-        if d.is_main:
-            records.write_json(run_dir / "summary.json", summary)
-        tracker.finish(status)
-        distributed.teardown(d)
-        return summary
-
-    t_start, wall_before = time.perf_counter(), p["wall_s"]
-    wall = lambda: wall_before + time.perf_counter() - t_start  # noqa: E731  (training time across resumes)
-    meter = Meter(p["meter"])
-    bar = _progress_bar(t, d, p["update"])
-    model.train()
-
-    while not _done(p, t):
-        groups = update_groups(task, p["epoch"], p["batch_in_epoch"], t.update_freq, d)
-        epoch_ended = True
-        for group in groups:
-            p["batch_in_epoch"] += len(group)
-            p["update"] += 1
-            u = p["update"]
-            stats, gnorm, lr, hist = train_step(task, model, net, group, optimizer, scheduler, scaler, t, device,
-                                                d, histogram=u in (t.grad_histogram_updates or []))
-            if hist is not None:
-                hist_file.write({"update": u, "epoch": p["epoch"], **hist})
-            meter.add(stats, gnorm, lr)
-            step_metrics = task.metrics(stats)
-            if diverged(step_metrics, t.diverge_loss_above):
-                p["last_train"] = {**step_metrics, "lr": lr, "gnorm": gnorm}
-                emit({"update": u, "epoch": p["epoch"], "split": "train", **p["last_train"]})
-                log.warning(f"diverged at update {u}: loss {step_metrics.get('loss')} "
-                            f"(bound trainer.diverge_loss_above={t.diverge_loss_above})")
-                return finish("diverged")
-            if u % t.log_interval == 0 or u == t.max_updates:
-                p["last_train"] = _log_interval(meter, task, p, emit)
-                meter = Meter()
-            if bar is not None:
-                bar.update(1)
-            if t.valid_interval_updates and u % t.valid_interval_updates == 0:
-                validate()
-            if t.save_interval_updates and u % t.save_interval_updates == 0:
-                save(last)
-            if distributed.any_rank(stop.received is not None, d, device):
-                save(last)
-                log.warning(f"signal received: saved {last} at update {u}; rerun with the same hydra.run.dir")
-                return finish("preempted")
-            if _done(p, t):
-                epoch_ended = next(groups, None) is None  # max_updates may fall exactly on the epoch's end
-                break
-        if not epoch_ended:
-            break
-        if p["batch_in_epoch"] == 0:
-            raise UserError(f"the task yielded no training batches in epoch {p['epoch']}; check the data")
-        if t.valid_at_epoch_end:
-            validate()
-        if t.keep_epoch_checkpoints > 0:
-            save(ckpt_dir / f"epoch{p['epoch']}.pt")
-            if d.is_main:
-                checkpoint.prune_epoch_checkpoints(ckpt_dir, t.keep_epoch_checkpoints)
-        p["epoch"] += 1
-        p["batch_in_epoch"] = 0
-        save(last)
-
-    if bar is not None:
-        bar.close()
-    if p["valid_update"] != p["update"]:
-        validate()  # the final model is always validated
-        save(last)
-    elif saved_last_at[0] != p["update"]:
-        save(last)
-    if distributed.any_rank(stop.received is not None, d, device):  # a signal during the final validation
-        log.warning(f"signal received: saved {last} at update {p['update']}; rerun to run the final evaluation")
-        return finish("preempted")
-    distributed.barrier(d)
-    result = {}
-    if d.is_main:
-        result = task.finalize(model, checkpoint.epoch_checkpoints(ckpt_dir)) or {}
-        if result:
-            emit({"update": p["update"], "epoch": p["epoch"], "split": "test", **result})
-            log.info(_line("final", p, result))
-    return finish("completed", {"test": result})
+    return Run(cfg=cfg, run_dir=run_dir, d=d, device=device, task=task, model=model, net=net, optimizer=optimizer,
+               scheduler=scheduler, scaler=scaler, summary=summary, p=p, metrics_file=metrics_file,
+               hist_file=hist_file, tracker=tracker, bound=bound,
+               meter=Meter(p.meter), wall_before=p.wall_s)
 
 
-def _done(p: dict, t: DictConfig) -> bool:
-    return (t.max_updates is not None and p["update"] >= t.max_updates) or \
-        (t.get("max_epochs") is not None and p["epoch"] > t.max_epochs)
+def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
+    """The rest of the current epoch, one update at a time. Returns None at the epoch's end, "max_updates" if
+    the run ends inside it, or the status that ends the run now ("diverged", "preempted")."""
+    t, p = run.t, run.p
+    groups = update_groups(run.task, p.epoch, p.batch_in_epoch, t.update_freq, run.d)
+    for group in groups:
+        p.batch_in_epoch += len(group)
+        p.update += 1
+        u = p.update
+        stats, gnorm, lr, hist = train_step(run.task, run.model, run.net, group, run.optimizer, run.scheduler,
+                                            run.scaler, t, run.device, run.d,
+                                            histogram=u in (t.grad_histogram_updates or []))
+        if hist is not None:
+            run.hist_file.write({"update": u, "epoch": p.epoch, **hist})
+        run.meter.add(stats, gnorm, lr)
+        step_metrics = run.task.metrics(stats)
+        if diverged(step_metrics, run.bound):
+            p.last_train = {**step_metrics, "lr": lr, "gnorm": gnorm}
+            run.emit({"update": u, "epoch": p.epoch, "split": "train", **p.last_train})
+            log.warning(f"diverged at update {u}: loss {step_metrics.get('loss')} (bound {run.bound}: "
+                        f"trainer.diverge_loss_above={t.diverge_loss_above})")
+            return "diverged"
+        if u % t.log_interval == 0 or u == t.max_updates:
+            p.last_train = _log_interval(run.meter, run.task, p, run.emit)
+            run.meter = Meter()
+        if bar is not None:
+            bar.update(1)
+        if t.valid_interval_updates and u % t.valid_interval_updates == 0:
+            validate(run)
+        if t.save_interval_updates and u % t.save_interval_updates == 0:
+            save(run, run.last)
+        if stop_requested(run, stop):
+            save(run, run.last)
+            log.warning(f"signal received: saved {run.last} at update {u}; rerun with the same hydra.run.dir")
+            return "preempted"
+        if _done(p, t):
+            # max_updates may fall exactly on the epoch's end: then the epoch's end is still run
+            return "max_updates" if next(groups, None) is not None else None
+    if p.batch_in_epoch == 0:
+        raise UserError(f"the task yielded no training batches in epoch {p.epoch}; check the data")
+    return None
 
 
-def _log_interval(meter: Meter, task: Task, p: dict, emit) -> dict:
+def end_epoch(run: Run) -> None:
+    t, p = run.t, run.p
+    if t.valid_at_epoch_end:
+        validate(run)
+    ckpt_dir = run.last.parent
+    if t.keep_epoch_checkpoints > 0:
+        save(run, ckpt_dir / f"epoch{p.epoch}.pt")
+        if run.d.is_main:
+            checkpoint.prune_epoch_checkpoints(ckpt_dir, t.keep_epoch_checkpoints)
+    p.epoch += 1
+    p.batch_in_epoch = 0
+    save(run, run.last)
+
+
+def _done(p: Progress, t: DictConfig) -> bool:
+    return (t.max_updates is not None and p.update >= t.max_updates) or \
+        (t.get("max_epochs") is not None and p.epoch > t.max_epochs)
+
+
+def _log_interval(meter: Meter, task: Task, p: Progress, emit) -> dict:
     seconds = max(time.perf_counter() - meter.t0, 1e-9)
     metrics = task.metrics(meter.stats)
-    event = {"update": p["update"], "epoch": p["epoch"], "split": "train", **metrics,
+    event = {"update": p.update, "epoch": p.epoch, "split": "train", **metrics,
              "lr": meter.lr, "gnorm": meter.gnorm / max(meter.updates, 1),
              "updates_per_s": meter.updates / seconds, "units_per_s": meter.stats.get("sample_size", 0) / seconds}
     emit(event)
@@ -428,10 +504,10 @@ def _log_interval(meter: Meter, task: Task, p: dict, emit) -> dict:
     return {k: v for k, v in event.items() if k not in ("update", "epoch", "split", *TIMING_KEYS)}
 
 
-def _line(split: str, p: dict, metrics: dict) -> str:
+def _line(split: str, p: Progress, metrics: dict) -> str:
     values = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                         if k not in ("update", "epoch", "split"))
-    return f"{split} | epoch {p['epoch']} | update {p['update']} | {values}"
+    return f"{split} | epoch {p.epoch} | update {p.update} | {values}"
 
 
 def _progress_bar(t: DictConfig, d: distributed.Dist, initial: int):

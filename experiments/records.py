@@ -2,7 +2,9 @@
 
 Layout of one run directory (see docs/harness.md, which the figure scripts rely on)::
 
-    .hydra/                  config.yaml (as composed), overrides.yaml, hydra.yaml      (written by Hydra)
+    .hydra/                  config.yaml (as composed), overrides.yaml, hydra.yaml      (run.py, for Hydra)
+    fingerprint.json         the config the directory belongs to (experiments/rundir.py)
+    .lock                    advisory lock of the process running it (experiments/rundir.py)
     config_resolved.yaml     the config with every interpolation resolved
     metrics.jsonl            one JSON object per event: {"update", "epoch", "split", <metrics>...}
     grad_histograms.jsonl    |gradient| histograms at trainer.grad_histogram_updates (experiments/histograms.py)
@@ -27,6 +29,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+
+class RecordsError(Exception):
+    """A run's record files disagree with its checkpoint (e.g. metrics.jsonl shortened by hand)."""
 
 
 def _json_default(value: Any) -> Any:
@@ -103,7 +109,7 @@ class JsonlWriter:
     def _truncate(self, keep_lines: int) -> None:
         lines = list(_complete_lines(self.path.read_bytes())) if self.path.exists() else []
         if len(lines) < keep_lines:
-            raise RuntimeError(f"{self.path} has {len(lines)} events but its checkpoint saw {keep_lines}")
+            raise RecordsError(f"{self.path} has {len(lines)} events but its checkpoint saw {keep_lines}")
         atomic_write(self.path, lambda tmp: tmp.write_bytes(b"".join(line + b"\n" for line in lines[:keep_lines])))
 
     def write(self, event: dict) -> None:

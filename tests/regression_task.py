@@ -9,6 +9,7 @@ batches on one rank.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -20,11 +21,14 @@ from experiments.task import DataError
 
 class RegressionTask:
     def __init__(self, seed: int, n_train: int = 256, n_valid: int = 64, dim: int = 8, batch_size: int = 16,
-                 data_file: str | None = None, num_avg_checkpoints: int = 2, loss_scale: float = 1.0):
+                 data_file: str | None = None, num_avg_checkpoints: int = 2, loss_scale: float = 1.0,
+                 finalize_seconds: float = 0.0, finalize_marker: str | None = None):
         self.seed, self.n_train, self.n_valid, self.dim, self.batch_size = seed, n_train, n_valid, dim, batch_size
         self.data_file = data_file
         self.num_avg_checkpoints = num_avg_checkpoints
         self.loss_scale = loss_scale  # > 1 makes the loss blow up (divergence tests)
+        self.finalize_seconds = finalize_seconds  # a long first final evaluation (signal tests): it appends a
+        self.finalize_marker = finalize_marker    # line to this file when it starts, and sleeps if it is the first
 
     def prepare(self) -> None:
         if self.data_file is not None and not Path(self.data_file).is_file():
@@ -64,4 +68,10 @@ class RegressionTask:
         return self.metrics(stats)
 
     def finalize(self, model: nn.Module, epoch_checkpoints: list[Path]) -> dict[str, float]:
+        if self.finalize_marker:
+            first = not Path(self.finalize_marker).exists()
+            with open(self.finalize_marker, "a") as f:
+                f.write("started\n")
+            if first:
+                time.sleep(self.finalize_seconds)
         return {**self.evaluate(model, "test"), "averaged_checkpoints": float(len(epoch_checkpoints))}

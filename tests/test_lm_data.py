@@ -52,9 +52,12 @@ def test_prepare_encodes_every_sentence_with_an_end_token(tmp_path):
 def test_archive_is_checked_extracted_and_its_checksum_recorded(tmp_path):
     archive = write_archive(tmp_path / "dl" / data.ARCHIVE_NAME)
     digest = files.file_sha256(archive)
-    with pytest.raises(DataError, match="expected task.sha256=0+; delete it"):
-        files.verify_checksum(archive, "0" * 64)
     assert files.verify_checksum(archive, digest) == digest
+    with pytest.raises(DataError, match=f"has sha256 {digest} but task.sha256=0+ \\(moved aside to "
+                                        f"{data.ARCHIVE_NAME}.rejected-{digest[:12]}\\)"):
+        files.verify_checksum(archive, "0" * 64)
+    assert not archive.exists() and archive.with_name(f"{data.ARCHIVE_NAME}.rejected-{digest[:12]}").exists()
+    archive = write_archive(tmp_path / "dl" / data.ARCHIVE_NAME)
     root = data.extract_layout(archive, tmp_path / "data")
     layout = data.find_layout(root, None, None)
     assert [p.name for p in layout.train] == TRAIN_FILES and layout.test.name == HELDOUT_FILES[0]

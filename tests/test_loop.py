@@ -132,7 +132,7 @@ def test_run_directory_layout_and_summary(tmp_path):
     assert {e["split"] for e in ev} == {"train", "valid", "test"}
     assert all({"update", "epoch", "split"} <= e.keys() for e in ev)
     assert [e["update"] for e in ev if e["split"] == "train"] == list(range(2, 41, 2))
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["progress"]["update"] == 40 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng"}
 
 
@@ -181,8 +181,10 @@ def test_max_epochs_stops_at_an_epoch_end(tmp_path):
 
 def test_resuming_with_an_incompatible_model_is_a_user_error(tmp_path):
     regression_run(tmp_path, "trainer.max_updates=5")
-    with pytest.raises(UserError, match="cannot resume from .*last.pt"):
+    with pytest.raises(UserError, match=r"holds a run of another configuration \(model.hidden: 16 -> 32\)"):
         regression_run(tmp_path, "trainer.max_updates=10", "model.hidden=32")
+    with pytest.raises(UserError, match="cannot resume from .*last.pt"):  # forced: the weights do not fit
+        regression_run(tmp_path, "trainer.max_updates=10", "model.hidden=32", "+resume=force")
     assert summary(tmp_path)["updates"] == 5
 
 
@@ -238,15 +240,19 @@ def test_resume_after_sigkill_equals_uninterrupted_run(ding_data, uninterrupted,
     assert resumed == reference
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly_then_resumes(ding_data, uninterrupted, tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_stop_signal_writes_a_checkpoint_and_exits_cleanly_then_resumes(ding_data, uninterrupted, tmp_path, sig,
+                                                                          code):
+    """SIGTERM (a scheduler) and SIGINT (Ctrl-C) both end the run after the current update, resumable; SIGINT
+    exits 130 (the shell's convention, which also stops a sweep), SIGTERM 0."""
     run_dir = tmp_path / "term"
     proc = _start(run_dir, ding_data, *NMT_RESUME)
     _wait_for_update(run_dir, 6, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == code
     s = summary(run_dir)
-    assert s["status"] == "preempted" and 6 <= s["updates"] < 30
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert s["status"] == "preempted" and 6 <= s["updates"] < 30 and s["signal"] == signal.Signals(sig).name
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["progress"]["update"] == s["updates"]  # saved at the update it stopped after
     run_py(*TINY_NMT, *NMT_RESUME, f"hydra.run.dir={run_dir}", data_root=ding_data)
     assert summary(run_dir)["status"] == "completed"
@@ -276,7 +282,7 @@ def test_impossible_config_is_one_line_exit_1(tmp_path):
     proc = run_py(*TINY_NMT, "trainer.precision=fp8", "trainer.device=cpu", f"hydra.run.dir={tmp_path}",
                   data_root=tmp_path / "no_data_needed", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "error: trainer.precision='fp8' is unknown; use fp32, bf16 or fp16"
+    assert proc.stderr.strip() == "error: trainer.precision='fp8' is invalid: use fp32, bf16 or fp16"
     assert summary(tmp_path)["status"] == "failed"
 
 
@@ -298,7 +304,7 @@ def amp_train_and_resume(data_root: Path, run_dir: Path, *overrides: str) -> lis
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_autocast_trains_and_resumes(ding_data, tmp_path, precision):
     amp_train_and_resume(ding_data, tmp_path, "trainer.device=cpu", f"trainer.precision={precision}")
-    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["scaler"]
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
     assert (scaler is not None and "scale" in scaler) == (precision == "fp16")  # GradScaler state in checkpoints
 
 

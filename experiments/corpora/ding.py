@@ -31,6 +31,10 @@ from experiments.task import DataError
 
 DEFAULT_FILE = "/usr/share/trans/de-en"
 DEFAULT_URLS = ("https://ftp.tu-chemnitz.de/pub/Local/urz/ding/de-en/de-en.txt.gz",)
+# sha256 of the dictionary's text (uncompressed, so that the gzip of a download and the Debian file compare):
+# "Version :: devel 2023-01-30", as Debian 12's trans-de-en 1.9-6 installs it (hashed from that package here;
+# upstream publishes no checksum). The corpus sizes in this project's docs and results come from this file.
+DEFAULT_SHA256 = "34052c6021d09eadfee7a893a789204265954df70fe9c36d38fa00058d79d326"
 
 _ANNOTATION = re.compile(r"\s*(\{[^{}]*\}|\[[^\[\]]*\]|<[^<>]*>)")
 _SENTENCE_END = re.compile(r"[.!?][\"'\u201c\u201d\u2019\u00bb)]*$")
@@ -71,6 +75,20 @@ def split_of(german: str, valid_permille: int, test_permille: int) -> str:
     if bucket < valid_permille:
         return "valid"
     return "test" if bucket < valid_permille + test_permille else "train"
+
+
+def text_sha256(path: Path) -> str:
+    """sha256 of the dictionary's text: of the file, or of its decompressed content for a .gz."""
+    h = hashlib.sha256()
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read the Ding dictionary {path} ({e}); point task.ding_file at de-en "
+                        f"(Debian package trans-de-en) or de-en.txt.gz from {DEFAULT_URLS[0]}") from e
+    return h.hexdigest()
 
 
 def read_ding_file(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    return file_hash(path, "sha256")
+
+
+def file_hash(path: Path, algorithm: str) -> str:
+    """The hex digest of ``path`` by ``algorithm`` (sha256; md5 only where that is what is published)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -78,14 +84,55 @@ def download(urls: Sequence[str], dest: Path, hint: str) -> None:
     raise DataError(f"{dest.name} not found and not downloadable ({'; '.join(errors) or 'no URL given'}); {hint}")
 
 
-def verify_checksum(path: Path, expected: str | None, setting: str = "task.sha256") -> str:
-    """sha256 of ``path``; a DataError if ``expected`` (the value of ``setting``) is set and differs."""
-    actual = file_sha256(path)
+def verify_checksum(path: Path, expected: str | None, setting: str = "task.sha256", *, algorithm: str = "sha256",
+                    actual: str | None = None, move_aside: bool = True) -> str:
+    """The ``algorithm`` hash of ``path`` (or ``actual``, computed by the caller). If ``expected`` (the value of
+    ``setting``) is set and differs, a DataError names both hashes; a file we downloaded (``move_aside``) is
+    first moved to ``<name>.rejected-<hash>``, so no later run uses it (a file the user named stays put)."""
+    actual = actual or file_hash(path, algorithm)
     if expected and actual != expected.lower():
-        raise DataError(f"checksum mismatch for {path}: it has sha256 {actual}, expected {setting}={expected}; "
-                        f"delete it and download it again, or fix {setting} (null accepts any file)")
-    log.info("%s sha256 %s%s", path.name, actual, "" if expected else f" (recorded; set {setting} to pin it)")
+        where = ""
+        if move_aside:
+            aside = path.with_name(f"{path.name}.rejected-{actual[:12]}")
+            os.replace(path, aside)
+            where = f" (moved aside to {aside.name})"
+        raise DataError(f"{path} has {algorithm} {actual} but {setting}={expected}{where}; download it again, or "
+                        f"set {setting} to the file you trust (null accepts any file)")
+    log.info("%s %s %s%s", path.name, algorithm, actual, "" if expected else f" (recorded; set {setting} to pin it)")
     return actual
+
+
+def unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """Why extracting ``member`` could write outside the destination (or make a device), or None if it is safe:
+    a regular file or folder with a relative path without ``..``."""
+    parts = Path(member.name).parts
+    if member.name.startswith(("/", "\\")) or (parts and Path(parts[0]).drive):
+        return "an absolute path"
+    if ".." in parts:
+        return "a '..' path"
+    if member.issym() or member.islnk():
+        return f"a link to {member.linkname!r}"
+    if not (member.isfile() or member.isdir()):
+        return "a device or special file"
+    return None
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract every member of the tar ``archive`` into ``dest``: each one checked first (``unsafe_member``: a
+    DataError names the first bad one and nothing is extracted), then tarfile's "data" filter where Python has
+    it (3.10.12+, 3.11.4+) as a second guard."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                reason = unsafe_member(member)
+                if reason:
+                    raise DataError(f"{archive} has a member {member.name!r} with {reason}; it is not the genuine "
+                                    f"archive: delete it and download it again")
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, members=members, **kwargs)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot extract {archive} ({type(e).__name__}: {e}); delete it and download it again") from e
 
 
 class Manifest:

@@ -51,7 +51,7 @@ TRAIN_DIR = "training-monolingual.tokenized.shuffled"
 HELDOUT_DIR = "heldout-monolingual.tokenized.shuffled"
 ARCHIVE_TOP = "1-billion-word-language-modeling-benchmark-r13output"
 ARCHIVE_NAME = ARCHIVE_TOP + ".tar.gz"
-DEFAULT_URL = "http://www.statmt.org/lm-benchmark/" + ARCHIVE_NAME
+DEFAULT_URL = "https://www.statmt.org/lm-benchmark/" + ARCHIVE_NAME
 
 
 # ---- the layout -------------------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ Grave et al., "Efficient softmax approximation for GPUs", ICML 2017, as torch.nn
     log p(w_{t+1} | w_{<=t}) = adaptive_log_softmax(dropout(h_t))
 
 ``forward`` returns the summed negative log-likelihood of the targets (nats, fp32 also under autocast) and the
-new (h, c).
+new (h, c). Under CPU autocast the LSTM runs in the autocast dtype only where oneDNN has an LSTM kernel for it
+(bf16 needs AVX-512 or AMX: CPUs with AVX2 only have none and raise "could not create a primitive descriptor");
+elsewhere it runs in fp32 and the rest of the model stays under autocast (``lstm_autocast_supported``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -26,6 +29,22 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 Hidden = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
+
+
+@functools.cache
+def lstm_autocast_supported(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether an LSTM runs under ``torch.autocast(device_type, dtype)`` here: always on CUDA; on CPU only if
+    oneDNN can build the kernel (probed once with a tiny LSTM, as the CPU's instruction set decides)."""
+    if device_type != "cpu":
+        return True
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            nn.LSTM(2, 2, batch_first=True)(torch.zeros(1, 1, 2))
+    except RuntimeError as e:
+        log.warning("no %s LSTM kernel on this CPU (%s): the LSTM runs in fp32, the rest under autocast",
+                    dtype, str(e).splitlines()[0][:80])
+        return False
+    return True
 
 
 class LSTMLanguageModel(nn.Module):
@@ -47,7 +66,7 @@ class LSTMLanguageModel(nn.Module):
                 ) -> tuple[torch.Tensor, Hidden]:
         """tokens, targets: (B, T) word ids; hidden: (h, c) or None (zeros). -> (summed NLL, (h, c))."""
         x = self.drop(self.embed(tokens))                           # (B, T, E)
-        out, hidden = self.lstm(x, hidden)                          # (B, T, H), (h, c): (layers, B, H)
+        out, hidden = self._lstm(x, hidden)                         # (B, T, H), (h, c): (layers, B, H)
         out = self.drop(out).reshape(-1, out.size(-1))              # (B*T, H)
         with torch.autocast(out.device.type, enabled=False):        # bf16/fp16 runs: softmax and sum in fp32
             log_prob = self.softmax(out.float(), targets.reshape(-1)).output  # (B*T,) log p(target)
@@ -56,3 +75,10 @@ class LSTMLanguageModel(nn.Module):
             # a tail cluster without targets in this batch gets no gradient; DDP expects one for every parameter
             nll = nll + 0.0 * sum(p.sum() for p in self.softmax.tail.parameters())
         return nll, hidden
+
+    def _lstm(self, x: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+        device = x.device.type
+        if not torch.is_autocast_enabled(device) or lstm_autocast_supported(device, torch.get_autocast_dtype(device)):
+            return self.lstm(x, hidden)
+        with torch.autocast(device, enabled=False):  # no kernel for the autocast dtype: this layer in fp32
+            return self.lstm(x.float(), None if hidden is None else tuple(h.float() for h in hidden))

@@ -103,7 +103,7 @@ class LMTask:
             pinned = not self.sha256 or recorded == self.sha256.lower()  # a newly pinned checksum is checked
             if not (data.has_layout(root) and manifest.done("archive", "extracted") and pinned):
                 archive = data.fetch_archive(self.data_dir, self.archive, self.url)
-                sha256 = files.verify_checksum(archive, self.sha256)
+                sha256 = files.verify_checksum(archive, self.sha256, move_aside=not self.archive)
                 data.extract_layout(archive, self.data_dir)
                 manifest.record("archive", "extracted", stats={"archive": str(archive), "sha256": sha256})
         return root
@@ -168,6 +168,10 @@ class LMTask:
         nll, hidden = model(batch["input"], batch["target"], self._carried_state(batch))
         self._hidden = tuple(h.detach() for h in hidden)  # truncated BPTT: no gradient into the previous batch
         return nll, {"loss": nll.detach(), "sample_size": float(batch["target"].numel())}
+
+    def uniform_loss(self) -> float:
+        """ln V: the per-word loss of a uniform prediction over the vocabulary (trainer.diverge_loss_above=auto)."""
+        return math.log(len(self.vocab))
 
     def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
         loss = float(stats.get("loss", 0.0)) / max(float(stats.get("sample_size", 0.0)), 1.0)

@@ -12,6 +12,7 @@ they must agree across checkpoints and are kept as they are.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -21,8 +22,11 @@ def _load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass existing epoch checkpoint files")
-    # These are the project's own checkpoint files (they may hold a config object beside the tensors).
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: a file that would run code when unpickled is refused
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds objects other than tensors and plain values, which could run code when "
+                         f"loaded; it was not loaded (average only checkpoints of this project)") from e
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(f"{path} has no 'model' entry; expected a torch.save dict with the model state_dict "
                          "under 'model'")

@@ -104,6 +104,25 @@ def read_lines(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+def read_text_file(path: Path) -> list[str]:
+    """The lines of a user's corpus file: UTF-8 text with at least one sentence, else a one-line DataError."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise DataError(f"{path} is a binary file (it holds NUL bytes), not text; task.raw_dir needs UTF-8 text, "
+                        f"one sentence per line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); convert it, "
+                        f"e.g. iconv -f latin1 -t utf-8") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path} is empty; task.raw_dir needs one sentence per line in every file")
+    return lines
+
+
 def write_lines(path: Path, lines: Iterable[str]) -> None:
     """Atomically write ``lines`` (one per line) to ``path``."""
     def write(tmp: Path) -> None:
@@ -284,7 +303,7 @@ class RawTextCorpus:
         src, tgt = self.langs
         stats = {}
         for split in SPLITS:
-            s_lines, t_lines = read_lines(self.raw_dir / f"{split}.{src}"), read_lines(self.raw_dir / f"{split}.{tgt}")
+            s_lines, t_lines = read_text_file(self.raw_dir / f"{split}.{src}"), read_text_file(self.raw_dir / f"{split}.{tgt}")
             if len(s_lines) != len(t_lines):
                 raise DataError(f"{self.raw_dir}/{split}.{src} and .{tgt} differ in length "
                                 f"({len(s_lines)} vs {len(t_lines)} lines); fix the corpus")

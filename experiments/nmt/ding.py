@@ -16,8 +16,9 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from experiments.corpora.ding import DEFAULT_FILE, DEFAULT_URLS, parse_ding, read_ding_file, split_of
-from experiments.corpora.files import download, file_sha256
+from experiments.corpora.ding import (DEFAULT_FILE, DEFAULT_SHA256, DEFAULT_URLS, parse_ding, read_ding_file,
+                                      split_of, text_sha256)
+from experiments.corpora.files import download, verify_checksum
 from experiments.nmt.data import SPLITS, write_tokenized_split
 from experiments.task import DataError
 
@@ -30,7 +31,8 @@ class DingCorpus:
 
     def __init__(self, data_dir: Path, *, ding_file: str | None = DEFAULT_FILE, urls: Sequence[str] = DEFAULT_URLS,
                  valid_permille: int = 40, test_permille: int = 40, max_len: int = 175, ratio: float = 1.5,
-                 lowercase: bool = True):
+                 lowercase: bool = True, sha256: str | None = DEFAULT_SHA256):
+        self.sha256 = sha256
         self.download_to = Path(data_dir) / "raw" / "de-en.txt.gz"
         self.ding_file = Path(ding_file) if ding_file else None
         self.urls = list(urls or ())
@@ -49,8 +51,16 @@ class DingCorpus:
         return self.download_to
 
     def fingerprint(self) -> dict:
+        """The pinned text hash is enforced on a download (a mismatching one is moved aside); a local file (the
+        Debian package's, or task.ding_file) of another version is used with a warning, its hash recorded."""
         path = self.source_file()
-        return {"sha256": file_sha256(path), "valid_permille": self.valid_permille,
+        actual = text_sha256(path)
+        if path == self.download_to:
+            verify_checksum(path, self.sha256, "task.sha256", actual=actual)
+        elif self.sha256 and actual != self.sha256.lower():
+            log.warning("%s is another version of the Ding dictionary than the pinned one (sha256 %s, task.sha256 "
+                        "%s): the corpus differs from the published numbers", path, actual, self.sha256)
+        return {"sha256": actual, "valid_permille": self.valid_permille,
                 "test_permille": self.test_permille, "max_len": self.max_len, "ratio": self.ratio,
                 "lowercase": self.lowercase}
 

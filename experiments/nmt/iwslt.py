@@ -36,7 +36,7 @@ from experiments.task import DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_URLS = (
-    "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz",  # fairseq's mirror of the 2014-01 archive
+    "https://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz",  # fairseq's mirror of the 2014-01 archive
     "https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz",  # the original location (the recipe's URL)
 )
 ARCHIVE_NAME = "de-en.tgz"
@@ -52,15 +52,20 @@ _SEG_CLOSE = re.compile(r"\s*</seg>\s*")
 
 # ---- reading the archive ----------------------------------------------------------------------------------------
 def read_archive(path: Path, names: Sequence[str]) -> dict[str, list[str]]:
-    """The lines of ``names`` (paths inside the archive), read without extracting anything to disk."""
+    """The lines of ``names`` (paths inside the archive), read without extracting anything to disk; each must be
+    a regular file (a link or device member named like one is refused: the archive is not the genuine one)."""
     out = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
             for name in names:
                 try:
-                    member = tar.extractfile(name)
+                    info = tar.getmember(name)
                 except KeyError:
-                    member = None
+                    info = None
+                if info is not None and not info.isfile():
+                    raise DataError(f"{path} holds {name} as a link or special file, not a regular file; this is "
+                                    f"not the IWSLT'14 de-en archive (WIT3 2014-01): delete it and download it again")
+                member = tar.extractfile(info) if info is not None else None
                 if member is None:
                     raise DataError(f"{path} has no file {name}; this is not the IWSLT'14 de-en archive "
                                     f"(WIT3 2014-01): delete it and download it again")
@@ -108,7 +113,7 @@ class IwsltCorpus:
             self.archive.parent.mkdir(parents=True, exist_ok=True)
             download(self.urls, self.archive, f"put {ARCHIVE_NAME} (WIT3 2014-01 texts/de/en) at {self.archive} or "
                      f"set task.archive=/path/to/{ARCHIVE_NAME}")
-        actual = verify_checksum(self.archive, self.sha256)
+        actual = verify_checksum(self.archive, self.sha256, move_aside=self.archive.parent.name == "raw")
         return {"archive_sha256": actual, "drop_tags": self.drop_tags, "max_len": self.max_len, "ratio": self.ratio}
 
     def write_tokenized(self, tok_dir: Path) -> dict:

@@ -22,9 +22,9 @@ Options (configs/task/{ding,iwslt}.yaml): ``corpus`` ding | iwslt (a set ``raw_d
 ``data_dir`` (default ``<data_root>/{ding,iwslt14,raw-<dir>-<hash>}``, ``data_root`` = $RADAM_DATA or ./data);
 text steps ``max_len``/``ratio`` (clean-corpus-n), ``lowercase`` (ding, raw; IWSLT always lower-cases);
 ``bpe_merges``, ``joined_dictionary``; IWSLT ``archive``/``urls``/``sha256``/``drop_tags``; Ding ``ding_file``/
-``urls``; batching ``max_tokens`` (padding included; training pairs longer than that are skipped) and
-``seed``; evaluation ``valid_subset``/``test_subset`` (first N pairs), ``num_avg_checkpoints``, ``beam``,
-``lenpen``, ``max_len_a``/``max_len_b``, ``search_batch_size``.
+``urls``/``sha256`` (of the dictionary's text); batching ``max_tokens`` (padding included; training pairs
+longer than that are skipped) and ``seed``; evaluation ``valid_subset``/``test_subset`` (first N pairs, or
+null for all), ``num_avg_checkpoints``, ``beam``, ``lenpen``, ``max_len_a``/``max_len_b``, ``search_batch_size``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class NMTTask:
         self.max_tokens, self.label_smoothing, self.seed = max_tokens, label_smoothing, seed
         self.num_avg_checkpoints, self.beam, self.lenpen = num_avg_checkpoints, beam, lenpen
         self.max_len_a, self.max_len_b, self.search_batch_size = max_len_a, max_len_b, search_batch_size
+        for name, value in (("valid_subset", valid_subset), ("test_subset", test_subset)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"task.{name}={value!r} selects no sentences; use a number >= 1, or null for all")
         self.subset = {"valid": valid_subset, "test": test_subset}
         self._splits: dict[str, ParallelSplit] = {}
         self._train_keep: np.ndarray | None = None
@@ -112,7 +115,7 @@ class NMTTask:
                                      ratio=ratio)
         kwargs = {} if urls is None else {"urls": urls}
         return DingCorpus(self.data_dir, ding_file=ding_file, max_len=max_len, ratio=ratio, lowercase=lowercase,
-                          **kwargs)
+                          sha256=sha256, **kwargs)
 
     # ---- data -------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -169,6 +172,11 @@ class NMTTask:
         stats = {"loss": loss_sum.detach(), "nll_loss": nll_sum.detach(), "ntokens": ntokens,
                  "nsentences": float(batch["target"].size(0)), "sample_size": ntokens}
         return loss_sum, stats
+
+    def uniform_loss(self) -> float:
+        """ln V: the per-token loss of a uniform prediction over the target dictionary (the divergence bound of
+        trainer.diverge_loss_above=auto is a multiple of it)."""
+        return math.log(len(self.tgt_dict))
 
     def metrics(self, stats: Mapping[str, float]) -> dict[str, float]:
         tokens = max(float(stats.get("sample_size", 0.0)), 1.0)

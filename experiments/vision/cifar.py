@@ -9,9 +9,13 @@ The files are those of torchvision.datasets.CIFAR10 (its URL and MD5 sums are us
                                    batches.meta                    {"label_names": [10 names], ...}
 
 Each batch is a pickled dict {"data": uint8 array (N, 3072) = (N, 3, 32, 32) row-major, "labels": N ints in
-0..9, "batch_label": str, "filenames": [N str]}. Pickles run code when loaded, so with `verify=True` (the
+0..9, "batch_label": str, "filenames": [N str]}. Pickles can run code when loaded, so with `verify=True` (the
 default) every file must match torchvision's MD5 first; `verify=False` is for the tests' small files written
-in the same format. Corrupt or foreign files raise DataError with one line.
+in the same format. Whatever `verify` says, the batches are read by an unpickler that builds only numpy arrays,
+dicts, lists and strings (``_BatchUnpickler``: anything else is refused), the archive is downloaded from
+CIFAR-10's https URL and checked against its published MD5 (c58f30108f718f92721af3b95e74349a) before it is
+extracted, and extraction refuses absolute, ``..``, link and device members
+(experiments/corpora/files.py:safe_extract). Corrupt or foreign files raise DataError with one line.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity, extract_archive
+from torchvision.datasets.utils import check_integrity
 
-from experiments.task import DataError, first_line
+from experiments.corpora import files
+from experiments.task import DataError
 
 FOLDER = CIFAR10.base_folder                                    # "cifar-10-batches-py"
 ARCHIVE = CIFAR10.filename                                      # "cifar-10-python.tar.gz"
@@ -43,7 +48,7 @@ def locate(data_dir: Path, *, download: bool, verify: bool) -> Path:
         archive = data_dir / ARCHIVE
         if archive.exists():
             _check_md5(archive, verify)
-            extract_archive(str(archive), str(data_dir))
+            files.safe_extract(archive, data_dir)
         elif download:
             _download(data_dir)
         else:
@@ -64,18 +69,32 @@ def _check_md5(path: Path, verify: bool) -> None:
 
 
 def _download(data_dir: Path) -> None:
-    try:
-        CIFAR10(str(data_dir), train=True, download=True)  # torchvision downloads, checks the MD5 and extracts
-    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
-        raise DataError(f"cannot download CIFAR-10 into {data_dir} ({first_line(e)[:150]}); put {ARCHIVE} or {FOLDER}/ "
-                        f"there by hand") from e
+    """Download the archive (https), check its published MD5 (a mismatch is moved aside), extract it safely."""
+    archive = data_dir / ARCHIVE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files.download([CIFAR10.url], archive, f"put {ARCHIVE} or {FOLDER}/ in {data_dir} by hand")
+    files.verify_checksum(archive, MD5[ARCHIVE], "the published MD5", algorithm="md5")
+    files.safe_extract(archive, data_dir)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, strings, numbers and numpy arrays) and refuses every
+    other global, so a crafted file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> (images uint8 (N, 3, 32, 32), labels int64 (N,)); DataError if it is not one."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = _BatchUnpickler(f, encoding="latin1").load()
     except Exception as e:  # truncated, not a pickle, a pickle of something else: all "not a CIFAR-10 batch"
         raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}); delete it and rerun "
                         f"with task.download=true, or put the original file there") from e
