@@ -202,9 +202,10 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
     buckets: dict[tuple, Bucket] = {}
     shared: dict = {}
     for p in group["params"]:
-        if p.grad is None:
+        grad = p.grad
+        if grad is None:
             continue
-        if p.grad.is_sparse:
+        if grad.is_sparse:
             raise RuntimeError(f"{name} does not support sparse gradients (parameter of shape {tuple(p.shape)}); "
                                "use dense gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam")
         state = optimizer.state[p]
@@ -225,8 +226,10 @@ def gather_buckets(optimizer: torch.optim.Optimizer, group: dict, name: str, ten
             state["step"] += 1
             t = state["step"]
             key = (p.device, p.dtype, t)
-        bucket = buckets.setdefault(key, Bucket(t=t, shared=shared))
-        tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = Bucket(t=t, shared=shared)
+        tensors = (p, grad, state["exp_avg"], state["exp_avg_sq"])
         if p.is_complex():
             tensors = tuple(torch.view_as_real(x) for x in tensors)
         bucket.params.append(tensors[0])
