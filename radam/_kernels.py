@@ -521,8 +521,8 @@ def tensor_step_(b: Bucket, group: dict, coefficients) -> None:
     l2 = 0.0 if decoupled else group["weight_decay"]
     t = torch.stack(b.steps).to(coefficient_dtype(b.params[0].device))
     c = coefficients(t, group)
-    table = torch.stack([torch.as_tensor(x, dtype=t.dtype, device=t.device).expand_as(t)
-                         for x in (c.decay, c.momentum, c.adaptive, c.first_moment_weight)])
+    table = torch.stack([x.to(t.dtype).expand_as(t) if isinstance(x, Tensor) else torch.full_like(t, x)
+                         for x in (c.decay, c.momentum, c.adaptive, c.first_moment_weight)])  # no host copies
     for i, (p, g, m, v) in enumerate(zip(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs)):
         decay, momentum, adaptive, first_moment_weight = table[:, i]
         g = -g if group["maximize"] else g

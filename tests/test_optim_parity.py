@@ -5,6 +5,7 @@ three paths."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -174,7 +175,7 @@ def test_capturable_on_cuda_matches_torch_and_replays_in_a_cuda_graph(decoupled)
     ours = params["ours"]
     twin = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     twin_opt = RAdam(twin, lr=0.01, weight_decay=0.1, decoupled_weight_decay=decoupled, capturable=True)
-    twin_opt.load_state_dict(opts["ours"].state_dict())
+    twin_opt.load_state_dict(copy.deepcopy(opts["ours"].state_dict()))  # (state_dict() shares the tensors)
     for p in ours + twin:
         p.grad = torch.ones_like(p) * 0.1
     stream = torch.cuda.Stream()
