@@ -9,11 +9,11 @@ The optimizers and schedules need only PyTorch; `radam.theory` (the variance ana
 is imported on first use.
 """
 
-from radam import schedules
+from radam import diagnostics, schedules
 from radam.adam import Adam
 from radam.radam import RAdam
 
-__all__ = ["RAdam", "Adam", "theory", "schedules"]
+__all__ = ["RAdam", "Adam", "theory", "schedules", "diagnostics"]
 __version__ = "0.2.0"
 
 
