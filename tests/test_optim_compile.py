@@ -6,6 +6,8 @@ functionalization, where the fused path used to fail); the slow suite runs induc
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -62,7 +64,11 @@ def train(make_opt, compiled_backend=None, steps=20, scheduler=None):
 def check_compiled_equals_eager(name, foreach, backend):
     torch._dynamo.reset()
     eager, _ = train(lambda ps: OPTIMIZERS[name](ps, foreach=foreach))
-    compiled, frames = train(lambda ps: OPTIMIZERS[name](ps, foreach=foreach), compiled_backend=backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled, frames = train(lambda ps: OPTIMIZERS[name](ps, foreach=foreach), compiled_backend=backend)
+    ours = [str(w.message) for w in caught if "radam" in str(w.filename) or "fused Adam" in str(w.message)]
+    assert not ours, ours  # no fallback warnings from the fused path under compile
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
     assert frames[-1] == frames[2], f"recompiled after step 3: frames per step {frames}"
