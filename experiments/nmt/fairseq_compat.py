@@ -19,8 +19,7 @@ embedding). Anything else (learned positions, layernorm_embedding, adaptive soft
 this model does not have: a one-line error names the key.
 
 Loading a checkpoint file: ``load_fairseq_checkpoint(path)`` reads it with ``weights_only=True`` (files are
-untrusted), which accepts fairseq >= 0.10 checkpoints whose ``cfg`` is a plain dict; see its docstring for
-files that hold other objects.
+untrusted); fairseq 0.12's checkpoints load as they are, see its docstring for files that hold other objects.
 """
 
 from __future__ import annotations
@@ -137,11 +136,11 @@ def model_kwargs_from_fairseq(cfg: Mapping | argparse.Namespace) -> dict:
 def load_fairseq_checkpoint(path: str | Path) -> TransformerModel:
     """A fairseq transformer checkpoint as our model (eval mode), read with ``torch.load(weights_only=True)``.
 
-    Accepted: files whose pickles hold only tensors, containers and ``argparse.Namespace`` (fairseq's ``args``).
-    A full training checkpoint also stores fairseq's logging meters, which a safe load refuses; strip it once
-    in the fairseq environment: ``torch.save({"model": c["model"], "cfg": {"model": vars(c["cfg"]["model"])
-    if c.get("cfg") else vars(c["args"])}}, "small.pt")`` with ``c = torch.load(..., weights_only=False)``
-    (only for files you trust), as ``tests/equivalence/`` does.
+    Accepted: pickles of tensors, containers and ``argparse.Namespace`` (fairseq's ``args`` / ``cfg.model``),
+    which is what fairseq 0.12's checkpoints hold (fairseq-train's ``checkpoint_last.pt`` loads as it is:
+    tests/test_fairseq_plugin.py). A file holding other objects is refused; if you trust it, strip it once in
+    a fairseq environment: ``c = torch.load(path, weights_only=False)``, then ``torch.save({"model":
+    c["model"], "args": c["args"] or c["cfg"]["model"]}, "small.pt")``.
     """
     path = Path(path)
     try:
@@ -149,7 +148,7 @@ def load_fairseq_checkpoint(path: str | Path) -> TransformerModel:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- the unpickler's refusal of a non-allowed global
         raise ValueError(f"{path}: not loadable with weights_only=True ({str(e).splitlines()[0][:120]}); strip "
-                         "it to {'model', 'cfg'} as load_fairseq_checkpoint's docstring shows") from None
+                         "it to {'model', 'args'} as load_fairseq_checkpoint's docstring shows") from None
     cfg = (checkpoint.get("cfg") or {}).get("model") or checkpoint.get("args")
     if cfg is None or "model" not in checkpoint:
         raise ValueError(f"{path}: no 'model' weights with a 'cfg'/'args' model config; is it a fairseq checkpoint?")

@@ -87,7 +87,8 @@ def test_paper_era_checkpoint_names_read_as_fairseq_upgrades_them(ding_task):
         elif ".k_proj." in key or ".v_proj." in key:
             continue
         elif key.startswith("encoder.layers."):
-            old[key.replace("self_attn_layer_norm", "layer_norms.0").replace("final_layer_norm", "layer_norms.1")] = value
+            renamed = key.replace("self_attn_layer_norm", "layer_norms.0").replace("final_layer_norm", "layer_norms.1")
+            old[renamed] = value
         else:
             old[key] = value
     upgraded = dict(old)
