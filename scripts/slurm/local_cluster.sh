@@ -37,12 +37,18 @@ install_packages() {
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || die "apt-get not found; install ${missing[*]} by hand"
   export DEBIAN_FRONTEND=noninteractive
-  # policy-rc.d 101: the packages' own service start is refused on this kind of machine; we start the daemons
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; } ||
-    { rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
-  rm -f /usr/sbin/policy-rc.d
+  # policy-rc.d 101: the packages' own service start (refused on this kind of machine anyway) is skipped; we
+  # start the daemons ourselves. An existing policy-rc.d is left as it is.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"
+  fi
+  if ! { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+         { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; }; then
+    [ -z "$policy" ] || rm -f "$policy"
+    die "apt-get install ${missing[*]} failed"
+  fi
+  [ -z "$policy" ] || rm -f "$policy"
 }
 
 write_config() {
