@@ -32,6 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import checkpoint, distributed, records, rundir
+from experiments.diagnostics_log import DiagnosticsLog
 from experiments.histograms import grad_histogram
 from experiments.loggers import build_tracker
 from experiments.signals import Interrupted, StopSignal
@@ -203,6 +204,7 @@ class Progress:
     batch_in_epoch: int = 0
     metrics_lines: int | None = None     # events of metrics.jsonl / grad_histograms.jsonl the checkpoint has seen
     histogram_lines: int | None = None
+    diagnostics_lines: int | None = None  # events of diagnostics.jsonl (experiments/diagnostics_log.py)
     best: float | None = None            # best value of trainer.best_metric, and its update
     best_update: int | None = None
     meter: dict | None = None            # the current log interval's sums
@@ -231,6 +233,7 @@ class Run:
     p: Progress
     metrics_file: records.JsonlWriter
     hist_file: records.JsonlWriter
+    diagnostics: DiagnosticsLog         # trainer.diagnostics_interval
     tracker: Any
     bound: float | None                  # training losses above it end the run as diverged
     meter: Meter = field(default_factory=Meter)
@@ -271,6 +274,7 @@ def save(run: Run, path: Path) -> None:
     if run.d.is_main:
         p.task = task_state
         p.metrics_lines, p.histogram_lines = run.metrics_file.lines, run.hist_file.lines
+        p.diagnostics_lines = run.diagnostics.lines
         p.meter, p.wall_s = run.meter.state(), run.wall()
         checkpoint.save(path, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
                         progress=asdict(p))
@@ -406,6 +410,8 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
         if p.task is not None and hasattr(task, "load_state_dict"):
             task.load_state_dict(p.task)
     try:
+        diag_log = DiagnosticsLog(run_dir, t.get("diagnostics_interval", 0), optimizer, model, p.diagnostics_lines,
+                                  enabled=d.is_main)
         metrics_file = records.JsonlWriter(run_dir / "metrics.jsonl", p.metrics_lines, enabled=d.is_main)
         hist_file = records.JsonlWriter(run_dir / "grad_histograms.jsonl", p.histogram_lines, enabled=d.is_main)
     except records.RecordsError as e:
@@ -427,7 +433,7 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
         net = torch.compile(net)
     return Run(cfg=cfg, run_dir=run_dir, d=d, device=device, task=task, model=model, net=net, optimizer=optimizer,
                scheduler=scheduler, scaler=scaler, summary=summary, p=p, metrics_file=metrics_file,
-               hist_file=hist_file, tracker=tracker, bound=bound,
+               hist_file=hist_file, diagnostics=diag_log, tracker=tracker, bound=bound,
                meter=Meter(p.meter), wall_before=p.wall_s)
 
 
@@ -440,11 +446,13 @@ def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
         p.batch_in_epoch += len(group)
         p.update += 1
         u = p.update
+        run.diagnostics.before_update(u)
         stats, gnorm, lr, hist = train_step(run.task, run.model, run.net, group, run.optimizer, run.scheduler,
                                             run.scaler, t, run.device, run.d,
                                             histogram=u in (t.grad_histogram_updates or []))
         if hist is not None:
             run.hist_file.write({"update": u, "epoch": p.epoch, **hist})
+        run.diagnostics.after_update(u, p.epoch, run.tracker.log)
         run.meter.add(stats, gnorm, lr)
         step_metrics = run.task.metrics(stats)
         if diverged(step_metrics, run.bound):

@@ -57,6 +57,9 @@ def check_trainer_options(cfg: DictConfig) -> None:
     hist = t.grad_histogram_updates
     _need(hist is None or (isinstance(hist, (list, ListConfig)) and all(_is_int(u) and u >= 1 for u in hist)),
           "trainer.grad_histogram_updates", hist, "a list of updates, e.g. [1,5,10], or [] for none")
+    interval = t.get("diagnostics_interval", 0)
+    _need(_is_int(interval) and interval >= 0, "trainer.diagnostics_interval", interval,
+          "an integer >= 0 (updates between diagnostics; 0: off)")
     for key in ("compile", "deterministic", "progress_bar", "valid_at_epoch_end"):
         _need(isinstance(t.get(key), bool), f"trainer.{key}", t.get(key), "true or false")
 
