@@ -141,12 +141,14 @@ def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     import torch  # its own string names the build (e.g. 2.4.1+cu121)
 
-    versions.update(torch=torch.__version__, cuda=torch.version.cuda)
+    import radam  # the library's own version (the code imported, whichever distribution installed it)
+
+    versions.update(torch=torch.__version__, cuda=torch.version.cuda, radam=radam.__version__)
     for name, dist in (("numpy", "numpy"), ("hydra", "hydra-core"), ("omegaconf", "omegaconf"),
-                       ("radam", "radam-repro")):
+                       ("radam_repro", "radam-repro")):
         try:
             versions[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # e.g. radam used from a checkout without pip install -e .
+        except metadata.PackageNotFoundError:  # e.g. the harness run from a checkout without pip install -e .
             versions[name] = None
     return versions
 
