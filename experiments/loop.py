@@ -411,7 +411,7 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
             task.load_state_dict(p.task)
     try:
         diag_log = DiagnosticsLog(run_dir, t.get("diagnostics_interval", 0), optimizer, model, p.diagnostics_lines,
-                                  enabled=d.is_main)
+                                  enabled=d.is_main, warn_at=t.get("plateau_warning_update"))
         metrics_file = records.JsonlWriter(run_dir / "metrics.jsonl", p.metrics_lines, enabled=d.is_main)
         hist_file = records.JsonlWriter(run_dir / "grad_histograms.jsonl", p.histogram_lines, enabled=d.is_main)
     except records.RecordsError as e:
@@ -439,7 +439,7 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
 
 def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
     """The rest of the current epoch, one update at a time. Returns None at the epoch's end, "max_updates" if
-    the run ends inside it, or the status that ends the run now ("diverged", "preempted")."""
+    the run ends inside it, or the status that ends the run now ("diverged", "preempted", "plateau")."""
     t, p = run.t, run.p
     groups = update_groups(run.task, p.epoch, p.batch_in_epoch, t.update_freq, run.d)
     for group in groups:
@@ -452,7 +452,11 @@ def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
                                             histogram=u in (t.grad_histogram_updates or []))
         if hist is not None:
             run.hist_file.write({"update": u, "epoch": p.epoch, **hist})
-        run.diagnostics.after_update(u, p.epoch, run.tracker.log)
+        if warning := run.diagnostics.plateau_warning(run.diagnostics.after_update(u, p.epoch, run.tracker.log)):
+            log.warning(warning)
+            if t.get("stop_on_plateau_warning", False):
+                run.summary["plateau_warning"] = warning
+                return "plateau"
         run.meter.add(stats, gnorm, lr)
         step_metrics = run.task.metrics(stats)
         if diverged(step_metrics, run.bound):

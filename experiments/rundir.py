@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 EXEMPT_KEYS = ("trainer.max_updates", "trainer.max_epochs", "trainer.log_interval", "trainer.progress_bar",
                "trainer.save_interval_updates", "trainer.threads", "trainer.device", "trainer.compile",
-               "trainer.grad_histogram_updates", "trainer.diagnostics_interval", "logger", "resume",
-               "trust_checkpoint")
+               "trainer.grad_histogram_updates", "trainer.diagnostics_interval", "trainer.plateau_warning_update",
+               "trainer.stop_on_plateau_warning", "logger", "resume", "trust_checkpoint")
 PATH_KEYS = ("data_root", "data_dir", "raw_dir", "archive", "ding_file", "urls", "url", "download")
 FINGERPRINT = "fingerprint.json"
 

@@ -60,6 +60,14 @@ def check_trainer_options(cfg: DictConfig) -> None:
     interval = t.get("diagnostics_interval", 0)
     _need(_is_int(interval) and interval >= 0, "trainer.diagnostics_interval", interval,
           "an integer >= 0 (updates between diagnostics; 0: off)")
+    warn_at = t.get("plateau_warning_update")
+    _need(warn_at is None or (_is_int(warn_at) and warn_at >= 1), "trainer.plateau_warning_update", warn_at,
+          "an integer >= 1 or null (no plateau warning)")
+    _need(isinstance(t.get("stop_on_plateau_warning", False), bool), "trainer.stop_on_plateau_warning",
+          t.get("stop_on_plateau_warning"), "true or false")
+    if t.get("stop_on_plateau_warning", False) and not (interval and warn_at):
+        raise UserError("trainer.stop_on_plateau_warning=true needs the diagnostics: set trainer.diagnostics_interval"
+                        " (e.g. 10) and trainer.plateau_warning_update (e.g. 50)")
     for key in ("compile", "deterministic", "progress_bar", "valid_at_epoch_end"):
         _need(isinstance(t.get(key), bool), f"trainer.{key}", t.get(key), "true or false")
 
