@@ -311,6 +311,20 @@ def stop_requested(run: Run, stop: StopSignal) -> bool:
     return distributed.any_rank(stop.received is not None, run.d, run.device)
 
 
+def plateau_stop(run: Run, update: int, warning: str | None) -> bool:
+    """Log the plateau warning (rank 0 measures); True if it ends the run (trainer.stop_on_plateau_warning), on
+    every rank at once."""
+    if warning:
+        log.warning(warning)
+    t = run.t
+    if not t.get("stop_on_plateau_warning", False) or update % t.diagnostics_interval:
+        return False
+    if distributed.any_rank(warning is not None, run.d, run.device):
+        run.summary["plateau_warning"] = warning
+        return True
+    return False
+
+
 # --------------------------------------------------------------------------------------------------- train
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
@@ -452,11 +466,9 @@ def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
                                             histogram=u in (t.grad_histogram_updates or []))
         if hist is not None:
             run.hist_file.write({"update": u, "epoch": p.epoch, **hist})
-        if warning := run.diagnostics.plateau_warning(run.diagnostics.after_update(u, p.epoch, run.tracker.log)):
-            log.warning(warning)
-            if t.get("stop_on_plateau_warning", False):
-                run.summary["plateau_warning"] = warning
-                return "plateau"
+        event = run.diagnostics.after_update(u, p.epoch, run.tracker.log)  # diagnostics.jsonl, if on
+        if plateau_stop(run, u, run.diagnostics.plateau_warning(event)):
+            return "plateau"
         run.meter.add(stats, gnorm, lr)
         step_metrics = run.task.metrics(stats)
         if diverged(step_metrics, run.bound):
