@@ -222,3 +222,10 @@ def test_a_request_no_node_can_satisfy_ends_in_one_line_before_submitting(slurm_
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and resource in lines[0] and fix in lines[0], lines[0]
     assert not (sweep / ".submitit").exists()  # nothing was submitted
+
+
+def test_gpu_count_reads_the_gres_strings_sinfo_prints():
+    from experiments.slurm_check import gpu_count
+
+    assert gpu_count("(null)") == 0 and gpu_count("gpu:4") == 4 and gpu_count("gpu:a100:2(S:0-1)") == 2
+    assert gpu_count("gpu:a100:2(S:0-1),gpu:v100:1,shard:8") == 3
