@@ -53,7 +53,7 @@ class WandbTracker:
 
     def finish(self, status: str) -> None:
         self.run.summary["status"] = status
-        self.run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+        self.run.finish(exit_code=0 if status in ("completed", "diverged", "plateau", "preempted") else 1)
 
 
 def build_tracker(logger_cfg: DictConfig | None, cfg: DictConfig, run_dir: Path, run_name: str,
