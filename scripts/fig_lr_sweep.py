@@ -1,10 +1,13 @@
 """Learning-rate robustness: final validation perplexity against the peak lr, a line per optimizer variant (mean
 over seeds) with its min-max band over seeds, from the run records of a sweep such as experiment=nmt_lr_sweep.
 
-    python scripts/fig_lr_sweep.py multiruns/<nmt_lr_sweep> [--out DIR] [--name NAME] [--caption TEXT]
+    python scripts/fig_lr_sweep.py multiruns/<nmt_lr_sweep> [--rows OLD.csv] [--out DIR] [--name NAME] [--caption TEXT]
 
 Writes into --out (default: the first directory) `<name>.{png,pdf,csv}` (default name `fig_lr_sweep`) and prints,
-per variant and lr, the mean and range over seeds. A variant is the optimizer of summary.json, with the warmup
+per variant and lr, the mean and range over seeds. ``--rows CSV`` (repeatable) adds the rows of a CSV this
+script wrote before, for runs whose directories are gone (e.g. earlier seeds: ``--rows
+results/fig_lr_sweep_nmt_ding_cpu.csv``); a run directory replaces a CSV row of the same variant, lr and seed,
+and the script says how many it replaced. The CSV may be the one being rewritten (it is read first). A variant is the optimizer of summary.json, with the warmup
 length where the schedule has one ("adam_warmup (200)"). The final validation perplexity is summary.json's
 final.valid.ppl; runs that did not complete (diverged, failed, preempted) are left out of the lines and listed
 in the CSV with their status and no value. The tidy CSV has one row per run:
@@ -38,6 +41,34 @@ def row(run: Run) -> dict:
             "warmup_updates": warmup, "lr": float(optimizer.get("lr", math.nan)), "seed": run.seed,
             "status": run.status, "updates": run.summary.get("updates"),
             "valid_ppl": float(valid) if completed else math.nan, "run": run.dir.name}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV written by this script, typed as ``row`` types them (an empty valid_ppl: NaN)."""
+    if not path.is_file():
+        raise ValueError(f"--rows {path} does not exist; pass a CSV this script wrote")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise ValueError(f"{path} is not a CSV of scripts/fig_lr_sweep.py (header {','.join(FIELDS)}); pass "
+                             "one this script wrote, or the run directories instead")
+        try:
+            return [{**r, "warmup_updates": int(r["warmup_updates"]), "lr": float(r["lr"]), "seed": int(r["seed"]),
+                     "updates": int(r["updates"]) if r["updates"] else None,
+                     "valid_ppl": float(r["valid_ppl"]) if r["valid_ppl"] else math.nan} for r in reader]
+        except ValueError as e:
+            raise ValueError(f"{path} line {reader.line_num}: {e}; fix or remove that row") from None
+
+
+def key(r: dict) -> tuple:
+    return r["variant"], r["lr"], r["seed"]
+
+
+def merge(from_dirs: list[dict], from_csv: list[dict]) -> tuple[list[dict], int]:
+    """Rows of the run directories plus the CSV rows of runs not among them; (rows, CSV rows replaced)."""
+    have = {key(r) for r in from_dirs}
+    kept = [r for r in from_csv if key(r) not in have]
+    return sorted(from_dirs + kept, key=lambda r: (r["variant"], r["lr"], r["seed"])), len(from_csv) - len(kept)
 
 
 def draw(rows: list[dict], out: Path, caption: str | None) -> None:
@@ -81,12 +112,27 @@ def report(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="+", help="sweep or run directories")
+    parser.add_argument("dirs", nargs="*", help="sweep or run directories")
+    parser.add_argument("--rows", type=Path, action="append", default=[], metavar="CSV",
+                        help="a CSV this script wrote, for runs whose directories are gone (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first directory)")
     parser.add_argument("--name", default="fig_lr_sweep", help="file name without extension")
     parser.add_argument("--caption", default=None, help="a title line (e.g. the scale the runs were made at)")
     args = parser.parse_args(argv)
-    rows = sorted((row(r) for r in find_runs_or_exit(args.dirs)), key=lambda r: (r["variant"], r["lr"], r["seed"]))
+    if not args.dirs and not args.rows:
+        parser.error("pass sweep or run directories, or --rows CSV")
+    if not args.dirs and args.out is None:
+        parser.error("without run directories pass --out DIR")
+    old = []
+    for path in args.rows:
+        try:
+            old += read_rows(path)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+    rows, replaced = merge([row(r) for r in find_runs_or_exit(args.dirs)] if args.dirs else [], old)
+    if replaced:
+        print(f"{replaced} row(s) of {', '.join(map(str, args.rows))} replaced by the run directories")
     out = (args.out or Path(args.dirs[0])) / args.name
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(out.name + ".csv"), "w", newline="") as f:
