@@ -151,13 +151,26 @@ def hydra_files(cfg: DictConfig, hc) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}
 
 
+def parallel_jobs(hc) -> int:
+    """How many runs of this sweep train at once on this machine (trainer.threads=auto shares the cores among
+    them): joblib's n_jobs (-1 = every core, as joblib counts), 1 for a single run, the basic launcher (one job
+    after the other) and submitit (each job has its own allocation: SLURM_CPUS_PER_TASK)."""
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(hc.launcher.get("_target_", "")).lower():
+        return 1
+    n = hc.launcher.get("n_jobs")
+    cores = os.cpu_count() or 1
+    if not isinstance(n, int) or n == 0:
+        return cores
+    return max(1, n if n > 0 else cores + 1 + n)
+
+
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     choices = {"task": hc.runtime.choices.get("task"), "optimizer": hc.runtime.choices.get("optimizer")}
     try:
-        summary = train(cfg, run_dir, choices, hydra_files=hydra_files(cfg, hc))
+        summary = train(cfg, run_dir, choices, hydra_files=hydra_files(cfg, hc), parallel_jobs=parallel_jobs(hc))
     except UserError as e:
         message = first_line(e)
         print(f"error: {message}", file=sys.stderr)

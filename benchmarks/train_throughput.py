@@ -17,6 +17,17 @@ up; CIFAR-10 and the token tasks keep their data in memory), validation and chec
 
     .venv/bin/python benchmarks/train_throughput.py --threads 1 --workloads nmt-cpu cifar-resnet20
     .venv/bin/python benchmarks/train_throughput.py --device cuda --precision fp32 bf16 --compile off on
+
+``--config default`` measures the main job itself instead (``python run.py``, or ``run.py`` with the
+``--override`` keys given): its composed config, real batches of its task, the loop's own ``train_step``, so
+the result is the updates/s ``make run`` trains at. The cases run interleaved in one process (rounds of
+``--steps`` updates, the case order rotated every round, each case with its own model and optimizer from the
+same seed on the same batches) and are reported as median updates/s and as a ratio to the first, which is the
+setting before threads became ``auto`` (``trainer.threads=1``):
+
+    .venv/bin/python benchmarks/train_throughput.py --config default                 # threads 1 vs auto
+    .venv/bin/python benchmarks/train_throughput.py --config default --candidates    # + compile, bf16
+    .venv/bin/python benchmarks/train_throughput.py --config default --profile       # where the time goes
 """
 
 from __future__ import annotations
@@ -24,12 +35,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
+import platform
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from hydra.utils import instantiate
@@ -164,6 +177,132 @@ def measure(name: str, device: torch.device, precision: str, compiled: bool, ste
             "units_per_s": w.units / seconds, "unit": w.unit, "paper_updates": w.paper_updates, "paper_hours": hours}
 
 
+# --------------------------------------------------------------------- the main job (--config default)
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = {"threads 1 (before)": ["trainer.threads=1"], "threads auto (default)": ["trainer.threads=auto"]}
+CANDIDATES = {"auto + compile": ["trainer.threads=auto", "trainer.compile=true"],
+              "auto + bf16": ["trainer.threads=auto", "trainer.precision=bf16"]}
+PHASES = ("batching", "forward", "backward", "optimizer")  # the record_function labels (experiments/loop.py)
+
+
+@dataclass
+class JobCase:
+    """One setting of the main job: its own model, optimizer and stream of the task's real batches."""
+
+    name: str
+    cfg: Any
+    threads: int
+    step: Callable[[list], Any]
+    batches: Iterator[list]
+    times: list[float]
+
+
+def compose_job(config: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="config" if config == "default" else config, overrides=overrides)
+
+
+def job_case(name: str, cfg, task, d) -> JobCase:
+    from experiments import loop
+    from experiments.trainer_options import thread_count
+    t, device = cfg.trainer, torch.device("cpu")
+    loop.seed_everything(cfg.seed)
+    model = loop.build_model(task, cfg.model, device).train()
+    optimizer = loop.build_optimizer(cfg.optimizer, model)
+    scheduler = loop.build_scheduler(cfg.optimizer, optimizer)
+    scaler = torch.amp.GradScaler("cpu") if t.precision == "fp16" else None
+    net = torch.compile(model) if t.compile else model
+
+    def batches():
+        for epoch in itertools.count(1):
+            yield from loop.update_groups(task, epoch, 0, t.update_freq, d)
+
+    def step(group):
+        return loop.train_step(task, model, net, group, optimizer, scheduler, scaler, t, device, d, False)
+
+    return JobCase(name, cfg, thread_count(t.threads) or torch.get_num_threads(), step, batches(), [])
+
+
+def one_update(c: JobCase) -> float:
+    start = time.perf_counter()
+    with torch.profiler.record_function("batching"):
+        group = next(c.batches)
+    c.step(group)
+    return time.perf_counter() - start
+
+
+def profile_case(c: JobCase, updates: int) -> None:
+    """Where one update's time goes: the loop's phases (their self time is Python and framework overhead
+    around the ops) and the ops that take the most time, from torch.profiler over ``updates`` updates."""
+    torch.set_num_threads(c.threads)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(updates):
+            one_update(c)
+        wall = (time.perf_counter() - start) / updates * 1e3
+    events = {e.key: e for e in prof.key_averages()}
+    print(f"\n{c.name}: {wall:.1f} ms per update under the profiler ({updates} updates; unprofiled: "
+          f"{statistics.median(c.times) * 1e3:.1f} ms)")
+    print(f"{'phase':<12}{'ms/update':>10}{'%':>6}{'in ops':>9}{'Python+dispatch':>17}")
+    total = 0.0
+    for name in PHASES:
+        e = events.get(name)
+        if e is None:
+            continue
+        ms, own = e.cpu_time_total / 1e3 / updates, e.self_cpu_time_total / 1e3 / updates
+        total += ms
+        print(f"{name:<12}{ms:>10.1f}{100 * ms / wall:>6.0f}{ms - own:>9.1f}{own:>17.1f}")
+    print(f"{'rest':<12}{wall - total:>10.1f}{100 * (wall - total) / wall:>6.0f}   (sync of the stats, loop code)")
+    ops = sorted((e for e in events.values() if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
+    print(f"{'op (self time)':<44}{'ms/update':>10}{'%':>6}{'calls/update':>14}")
+    for e in ops[:12]:
+        ms = e.self_cpu_time_total / 1e3 / updates
+        print(f"{e.key[:43]:<44}{ms:>10.2f}{100 * ms / wall:>6.1f}{e.count / updates:>14.0f}")
+
+
+def main_job(args) -> None:
+    from experiments import distributed, loop
+    cases = {**CASES, **(CANDIDATES if args.candidates else {})}
+    base = compose_job(args.config, args.override)
+    torch.use_deterministic_algorithms(bool(base.trainer.deterministic), warn_only=True)
+    loop.seed_everything(base.seed)
+    task = loop._instantiate(base.task, "task")
+    task.prepare()
+    d = distributed.setup("cpu")
+    jobs = [job_case(name, compose_job(args.config, [*args.override, *extra]), task, d)
+            for name, extra in cases.items()]
+    isa = {k: v for k, v in os.environ.items() if k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                                                          "MKL_ENABLE_INSTRUCTIONS")}
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()} "
+          f"({torch.backends.cpu.get_cpu_capability()}), {len(os.sched_getaffinity(0))} cores; "
+          f"{' '.join(f'{k}={v}' for k, v in isa.items()) or 'no ISA limits'}; main job {args.config} "
+          f"{' '.join(args.override)}: max_updates {base.trainer.max_updates}")
+    for c in jobs:  # allocations, optimizer state, RAdam's un-rectified steps, compilation
+        torch.set_num_threads(c.threads)
+        for _ in range(args.warmup * (5 if c.cfg.trainer.compile else 1)):
+            one_update(c)
+    for r in range(args.rounds):
+        for c in jobs[r % len(jobs):] + jobs[: r % len(jobs)]:
+            torch.set_num_threads(c.threads)
+            c.times += [one_update(c) for _ in range(args.steps)]
+    print(f"median of {args.rounds} interleaved rounds x {args.steps} updates per case, after {args.warmup} "
+          "(x5 compiled) warm-up updates")
+    print(f"{'case':<26}{'threads':>8}{'updates/s':>11}{'IQR':>15}{'ratio':>7}{'training (min)':>16}")
+    base_rate = None
+    for c in jobs:
+        q1, med, q3 = statistics.quantiles(c.times, n=4)
+        rate = 1 / med
+        base_rate = base_rate or rate
+        minutes = base.trainer.max_updates / rate / 60 if base.trainer.max_updates else float("nan")
+        print(f"{c.name:<26}{c.threads:>8}{rate:>11.2f}{f'{1 / q3:.2f}-{1 / q1:.2f}':>15}{rate / base_rate:>6.2f}x"
+              f"{minutes:>16.1f}")
+    if args.profile:
+        for c in jobs[:2]:
+            profile_case(c, args.profile_updates)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -174,7 +313,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=8, help="untimed updates first (>= 6: RAdam rectified)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--max-tokens", type=int, default=4000, help="NMT: tokens per batch (fairseq max_tokens)")
+    parser.add_argument("--config", help="the main job instead of synthetic workloads: 'default' = python run.py")
+    parser.add_argument("--override", nargs="*", default=[], help="with --config: run.py overrides, key=value")
+    parser.add_argument("--rounds", type=int, default=8, help="with --config: interleaved rounds of --steps")
+    parser.add_argument("--candidates", action="store_true", help="with --config: also compile and bf16")
+    parser.add_argument("--profile", action="store_true", help="with --config: torch.profiler phase/op tables")
+    parser.add_argument("--profile-updates", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.config:
+        return main_job(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.profiler import record_function
 
 from experiments import checkpoint, distributed, records, rundir
 from experiments.diagnostics_log import DiagnosticsLog
@@ -41,7 +42,7 @@ from experiments.trainer_options import check_trainer_options, divergence_bound,
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
-TIMING_KEYS = ("updates_per_s", "units_per_s", "wall_s")  # the only fields that differ between reruns
+TIMING_KEYS = ("updates_per_s", "units_per_s", "wall_s", "eta_s")  # the only fields that differ between reruns
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -56,8 +57,8 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
     return torch.device(name)
 
 
-def configure_torch(t: DictConfig) -> None:
-    threads = thread_count(t.threads)
+def configure_torch(t: DictConfig, parallel_jobs: int = 1) -> None:
+    threads = thread_count(t.threads, parallel_jobs)
     if threads:
         torch.set_num_threads(threads)
     if t.deterministic:
@@ -139,15 +140,23 @@ def train_step(task: Task, model, net, batches, optimizer, scheduler, scaler, t:
     for i, batch in enumerate(batches):
         accumulating = d.enabled and i < len(batches) - 1  # DDP all-reduces on the last backward only
         with net.no_sync() if accumulating else contextlib.nullcontext():
-            with autocast(t.precision, device):
+            with autocast(t.precision, device), record_function("forward"):  # (labels for torch.profiler)
                 loss_sum, stats = task.loss(net, to_device(batch, device))
-            (scaler.scale(loss_sum) if scaler else loss_sum).backward()
+            with record_function("backward"):
+                (scaler.scale(loss_sum) if scaler else loss_sum).backward()
         accumulate(local, stats, device)
     keys = sorted(local)
     # all ranks' sums, copied to the host once per update (the step needs the global sample size)
     stats = dict(zip(keys, distributed.all_reduce_sum(torch.stack([local[k] for k in keys]), d, device)))
     if stats.get("sample_size", 0) <= 0:
         raise UserError("an update saw no samples (stats['sample_size'] == 0); check the task's batching")
+    with record_function("optimizer"):
+        return _optimizer_step(model, optimizer, scheduler, scaler, stats, t, d, histogram)
+
+
+def _optimizer_step(model, optimizer, scheduler, scaler, stats, t: DictConfig, d: distributed.Dist,
+                    histogram: bool) -> tuple[dict, float, float, dict | None]:
+    """Gradient / sample size, clipping, the optimizer's and the schedule's step."""
     if scaler is not None:
         scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
@@ -240,6 +249,7 @@ class Run:
     saved_last_at: int | None = None     # the update last.pt holds
     t_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0
+    update_at_start: int = 0             # p.update when this process started (or resumed) training
 
     @property
     def t(self) -> DictConfig:
@@ -328,11 +338,12 @@ def plateau_stop(run: Run, update: int, warning: str | None) -> bool:
 # --------------------------------------------------------------------------------------------------- train
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
-          hydra_files: dict[str, str] | None = None) -> dict[str, Any]:
+          hydra_files: dict[str, str] | None = None, parallel_jobs: int = 1) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (resuming it if it holds a checkpoint); return the summary.
 
     ``choices`` names the task and optimizer for summary.json (run.py passes Hydra's choice names);
-    ``hydra_files`` (name -> text) are written to ``run_dir/.hydra/`` once the run directory is claimed.
+    ``hydra_files`` (name -> text) are written to ``run_dir/.hydra/`` once the run directory is claimed;
+    ``parallel_jobs``: the runs training at once on this machine, which share its cores (trainer.threads=auto).
     """
     run_dir, main = Path(run_dir), distributed.is_main_process()
     stop = StopSignal()
@@ -342,7 +353,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                 rundir.write_hydra_files(run_dir, hydra_files, only_if_new=True)
             check_trainer_options(cfg)
             rundir.check_fingerprint(run_dir, cfg)
-            summary = _train(cfg, run_dir, choices, stop, hydra_files or {})
+            summary = _train(cfg, run_dir, choices, stop, hydra_files or {}, parallel_jobs)
     finally:
         stop.restore()
     if summary["status"] == "preempted":
@@ -351,8 +362,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
 
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop: StopSignal,
-           hydra_files: dict[str, str]) -> dict[str, Any]:
-    run = start(cfg, run_dir, choices, hydra_files)
+           hydra_files: dict[str, str], parallel_jobs: int = 1) -> dict[str, Any]:
+    run = start(cfg, run_dir, choices, hydra_files, parallel_jobs)
     t, p = run.t, run.p
     bar = _progress_bar(t, run.d, p.update)
     run.model.train()
@@ -388,16 +399,18 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, stop:
     return finish(run, "completed", {"test": result})
 
 
-def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_files: dict[str, str]) -> Run:
+def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_files: dict[str, str],
+          parallel_jobs: int = 1) -> Run:
     """Build task, model, optimizer and schedule, restore last.pt if there is one, open the run's records.
     Until the records are opened, any error leaves the run directory as it was."""
     t = cfg.trainer
     d = distributed.setup("cuda" if t.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     device = pick_device(t.device, d)
-    configure_torch(t)
+    configure_torch(t, parallel_jobs)
     choices = choices or {"task": str(cfg.task.get("_target_")), "optimizer": str(cfg.optimizer.get("name"))}
     summary = {**choices, "status": "running", "run_dir": str(run_dir),
-               **records.provenance(cfg.seed, str(device), REPO), "world_size": d.world_size}
+               **records.provenance(cfg.seed, str(device), REPO), "world_size": d.world_size,
+               "threads": torch.get_num_threads()}
 
     # Task, model, optimizer. prepare() may raise DataError before anything in run_dir is touched.
     seed_everything(cfg.seed)
@@ -448,7 +461,7 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
     return Run(cfg=cfg, run_dir=run_dir, d=d, device=device, task=task, model=model, net=net, optimizer=optimizer,
                scheduler=scheduler, scaler=scaler, summary=summary, p=p, metrics_file=metrics_file,
                hist_file=hist_file, diagnostics=diag_log, tracker=tracker, bound=bound,
-               meter=Meter(p.meter), wall_before=p.wall_s)
+               meter=Meter(p.meter), wall_before=p.wall_s, update_at_start=p.update)
 
 
 def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
@@ -478,7 +491,7 @@ def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
                         f"trainer.diverge_loss_above={t.diverge_loss_above})")
             return "diverged"
         if u % t.log_interval == 0 or u == t.max_updates:
-            p.last_train = _log_interval(run.meter, run.task, p, run.emit)
+            p.last_train = _log_interval(run.meter, run.task, p, run.emit, eta_seconds(run))
             run.meter = Meter()
         if bar is not None:
             bar.update(1)
@@ -517,21 +530,39 @@ def _done(p: Progress, t: DictConfig) -> bool:
         (t.get("max_epochs") is not None and p.epoch > t.max_epochs)
 
 
-def _log_interval(meter: Meter, task: Task, p: Progress, emit) -> dict:
+def eta_seconds(run: Run) -> float | None:
+    """Seconds until trainer.max_updates at this process's rate so far (validations and checkpoints included;
+    the task's final evaluation not); None for runs bounded by epochs only."""
+    done, total = run.p.update - run.update_at_start, run.t.max_updates
+    elapsed = time.perf_counter() - run.t_start
+    if total is None or done <= 0 or elapsed <= 0:
+        return None
+    return max(total - run.p.update, 0) * elapsed / done
+
+
+def _log_interval(meter: Meter, task: Task, p: Progress, emit, eta: float | None = None) -> dict:
     seconds = max(time.perf_counter() - meter.t0, 1e-9)
     metrics = task.metrics(meter.stats)
     event = {"update": p.update, "epoch": p.epoch, "split": "train", **metrics,
              "lr": meter.lr, "gnorm": meter.gnorm / max(meter.updates, 1),
              "updates_per_s": meter.updates / seconds, "units_per_s": meter.stats.get("sample_size", 0) / seconds}
+    if eta is not None:
+        event["eta_s"] = eta
     emit(event)
     log.info(_line("train", p, event))
     return {k: v for k, v in event.items() if k not in ("update", "epoch", "split", *TIMING_KEYS)}
 
 
 def _line(split: str, p: Progress, metrics: dict) -> str:
-    values = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                        if k not in ("update", "epoch", "split"))
+    values = " | ".join(_field(k, v) for k, v in metrics.items() if k not in ("update", "epoch", "split"))
     return f"{split} | epoch {p.epoch} | update {p.update} | {values}"
+
+
+def _field(key: str, value: Any) -> str:
+    if key == "eta_s":  # remaining training time as h:mm:ss
+        seconds = int(round(value))
+        return f"eta {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
 
 
 def _progress_bar(t: DictConfig, d: distributed.Dist, initial: int):

@@ -72,13 +72,25 @@ def check_trainer_options(cfg: DictConfig) -> None:
         _need(isinstance(t.get(key), bool), f"trainer.{key}", t.get(key), "true or false")
 
 
-def thread_count(setting: Any) -> int | None:
-    """``trainer.threads``: an integer >= 1, ``auto`` (the cores this process may run on), or null (torch's
-    default)."""
+def thread_count(setting: Any, jobs: int = 1) -> int | None:
+    """``trainer.threads``: an integer >= 1, ``auto`` or null (torch's default).
+
+    ``auto`` shares the cores among the processes that run at once: the cores this process may use
+    (``os.sched_getaffinity``; under SLURM the task's ``SLURM_CPUS_PER_TASK``), divided by ``jobs`` (the sweep's
+    parallel jobs on this machine, e.g. joblib's n_jobs) and by the torchrun processes on this node
+    (``LOCAL_WORLD_SIZE``), at least 1. So a single run uses every core, and a sweep of 2 parallel jobs on 2
+    cores one thread each.
+    """
     if setting is None:
         return None
     if setting == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if slurm.isdigit() and int(slurm) > 0:
+            cores = min(cores, int(slurm))
+        local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        per_node = int(local) if local.isdigit() and int(local) > 0 else 1
+        return max(1, cores // (max(1, jobs) * per_node))
     _need(_is_int(setting) and setting >= 1, "trainer.threads", setting, "an integer >= 1, auto or null")
     return int(setting)
 

@@ -23,3 +23,20 @@ def test_train_throughput_lm_workload_builds_the_paper_model_shape():
     assert w.units == 128 * 20 and w.paper_updates == 14 * 312_000
     loss = w.loss(w.model)
     assert loss.ndim == 0 and math.log(5000) / 2 < loss.item() < 2 * math.log(5000)  # untrained: about uniform
+
+
+def test_main_job_benchmark_runs_the_composed_config_interleaved(ding_data, monkeypatch, capsys, one_thread):
+    """--config default: the cases of the main job (threads 1 and auto) on real batches, with the profile."""
+    monkeypatch.setenv("RADAM_DATA", str(ding_data))
+    tiny = ["model.encoder_layers=1", "model.decoder_layers=1", "model.embed_dim=32", "model.ffn_dim=64",
+            "model.heads=2", "task.max_tokens=256"]
+    train_throughput.main(["--config", "default", "--override", *tiny, "--rounds", "2", "--steps", "2",
+                           "--warmup", "1", "--profile", "--profile-updates", "2"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines()
+            if line.startswith(("threads 1 (before)", "threads auto")) and "per update" not in line]
+    assert len(rows) == 2 and rows[0].split()[-2] == "1.00x", out
+    assert "main job default" in out and "max_updates 6000" in out
+    for phase in ("forward", "backward", "optimizer", "batching"):
+        assert any(line.startswith(phase) for line in out.splitlines()), (phase, out)
+    assert "aten::" in out
