@@ -4,8 +4,10 @@ submitted through Hydra's submitit launcher with the preset hydra/launcher=slurm
 The cluster is the one `.ci/run` starts; without one the session starts it (root with apt only) and stops it at
 the end; where it cannot start the tests skip with the script's reason. Each case is a real sbatch array:
 an lr sweep read back by the tables script, preemption by the scheduler's signal (SIGUSR2 -> submitit requeues),
-`scontrol requeue` (SIGTERM -> the run ends preempted, SLURM restarts it), a failing and a diverging task, and a
-request no node can satisfy (refused before submitting, in one line).
+`scontrol requeue` (SIGTERM -> the run ends preempted, SLURM restarts it, run.py -m waits for the restart),
+`scancel` of a running and of pending tasks (one line each, no traceback), a failing and a diverging task, a
+request no node can satisfy (refused before submitting, in one line) and one SLURM keeps PENDING for good
+(cancelled, one line). The waits tolerate a busy cluster (records not there yet, sacct failing for a moment).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tests.conftest import REGRESSION, REPO, TINY_NMT, events, run_env, run_py, 
 pytestmark = pytest.mark.slurm
 
 SCRIPT = REPO / "scripts" / "slurm" / "local_cluster.sh"
-SLURM = ["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=20"]
+SLURM = ["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=20", "hydra.callbacks.slurm_check.poll_s=1"]
 LONG_RUN = [*TINY_NMT, "trainer.device=cpu", "trainer.log_interval=1", "trainer.save_interval_updates=0",
             "trainer.grad_histogram_updates=[]", "trainer.valid_at_epoch_end=false"]
 WAIT_S = 600  # generous: jobs queue behind whatever else the cluster runs; a run past it skips
@@ -66,14 +68,23 @@ def array_tasks(sweep_dir: Path) -> list[str]:
     return sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
 
 
+def holds(condition) -> bool:
+    """condition(), with a record that is not there yet or is being replaced (a missing or empty summary.json, a
+    sacct that fails while the controller is busy) counted as not yet."""
+    try:
+        return bool(condition())
+    except (OSError, ValueError, KeyError, IndexError, subprocess.SubprocessError):
+        return False
+
+
 def wait_for(condition, what: str, proc: subprocess.Popen | None = None, limit: float = WAIT_S):
     deadline = time.monotonic() + limit
-    while not condition():
-        if proc is not None and proc.poll() is not None and not condition():
+    while not holds(condition):
+        if proc is not None and proc.poll() is not None and not holds(condition):
             raise AssertionError(f"run.py ended before {what}:\n{proc.communicate()[0]}")
         if time.monotonic() > deadline:
             pytest.skip(f"{what} did not happen within {limit:.0f} s (cluster busy or machine overloaded)")
-        time.sleep(0.1)
+        time.sleep(0.2)
 
 
 def logged_updates(run_dir: Path) -> int:
@@ -103,7 +114,7 @@ def running_task(sweep: Path, n: int, data_root: Path):
 def sacct_states(job: str) -> list[str]:
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"], capture_output=True, text=True,
                          timeout=30).stdout
-    return out.split()
+    return [line.split()[0] for line in out.splitlines() if line.strip()]  # "CANCELLED by 0" -> CANCELLED
 
 
 def train_updates(run_dir: Path) -> list[int]:
@@ -172,24 +183,87 @@ def test_preemption_signal_requeues_the_array_task_which_resumes_at_the_saved_up
     assert events(run_dir) == _uninterrupted(n, ding_data, tmp_path / "reference")
 
 
-def test_scontrol_requeue_ends_the_run_preempted_and_the_restarted_job_resumes(slurm_cluster, ding_data, tmp_path):
+def notices(out: str) -> list[str]:
+    """The lines run.py -m prints for jobs the cluster ended (experiments/slurm_check.py: wait_for_job)."""
+    assert "Traceback" not in out, out
+    return [line for line in out.splitlines() if line.startswith(("warning: job", "error: job"))]
+
+
+def test_scontrol_requeue_ends_the_run_preempted_and_run_py_waits_for_the_restarted_job(slurm_cluster, ding_data,
+                                                                                        tmp_path):
     """`scontrol requeue` sends SIGTERM (then SIGKILL after KillWait): the run ends `preempted` with last.pt at
-    the update the signal arrived at; SLURM starts the job again, which resumes from it. submitit sees the first
-    start's result (`preempted`), so run.py -m may end before the restarted job does: here we wait for it."""
+    the update the signal arrived at, and submitit records that first start's result; SLURM starts the job
+    again, which resumes from it. run.py -m waits for the restart and ends when it does (as after SIGUSR2)."""
     n, sweep = 300, tmp_path / "sweep"
     with running_task(sweep, n, ding_data) as (proc, run_dir, task):
         subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
-        wait_for(lambda: summary(run_dir)["status"] == "preempted", "status preempted")
+        wait_for(lambda: summary(run_dir)["status"] == "preempted", "status preempted", proc)
         s = summary(run_dir)
         assert s["signal"] == "SIGTERM" and (run_dir / "checkpoints" / "last.pt").exists()
         stopped_at = s["updates"]
-        wait_for(lambda: summary(run_dir)["status"] == "completed", "the restarted job's end")
-        out = proc.communicate(timeout=WAIT_S)[0]
+        out = proc.communicate(timeout=WAIT_S)[0]  # no waiting of ours: run.py -m returns after the restart
     assert proc.returncode == 0, out
-    assert summary(run_dir)["updates"] == n
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["updates"] == n, (s["status"], s["updates"], out[-2000:])
+    assert notices(out) == []  # the restart completed: nothing to report
     saved, resumed = saved_and_resumed(run_dir)
     assert saved == resumed == stopped_at and 10 <= saved < n  # not started over, nothing lost
     assert train_updates(run_dir) == list(range(1, n + 1))
+
+
+def test_scancel_of_a_running_task_ends_run_py_with_one_line(slurm_cluster, ding_data, tmp_path):
+    """`scancel` of a running task (SIGTERM, no restart): its run ends preempted (resumable), the other task
+    completes, run.py -m exits 0 with one line naming the job and the fix, and no traceback."""
+    n, sweep = 300, tmp_path / "sweep"
+    with running_task(sweep, n, ding_data) as (proc, run_dir, task):
+        subprocess.run(["scancel", task], check=True, timeout=30)
+        out = proc.communicate(timeout=WAIT_S)[0]
+    assert proc.returncode == 0, out
+    (line,) = notices(out)
+    assert line.startswith(f"warning: job {task} ended CANCELLED with its run preempted") and \
+        str(run_dir) in line and "rerun the same command to resume it" in line, line
+    assert summary(run_dir)["status"] == "preempted" and summary(sweep / "1_ding_radam_seed1")["status"] == "completed"
+
+
+def test_scancel_of_pending_tasks_ends_run_py_with_a_line_each(slurm_cluster, tmp_path):
+    """Tasks cancelled before they start (here held by a begin time) leave no result: one line each, no
+    traceback (submitit's own wait raises UncompletedJobError), exit 0."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", *SLURM, *REGRESSION, "trainer.max_updates=5",
+                             "optimizer=radam,adam_vanilla", "+hydra.launcher.additional_parameters.begin=now+3600",
+                             f"hydra.sweep.dir={sweep}"], cwd=REPO, env=run_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: len(array_tasks(sweep)) == 2, "2 array tasks submitted", proc)
+        array = array_tasks(sweep)[0].split("_")[0]
+        wait_for(lambda: set(sacct_states(array)) == {"PENDING"}, "sacct: the tasks PENDING", proc)
+        subprocess.run(["scancel", array], check=True, timeout=30)
+        out = proc.communicate(timeout=WAIT_S)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    lines = notices(out)
+    assert [line.split()[2] for line in lines] == [f"{array}_0", f"{array}_1"], out
+    assert all("ended CANCELLED on the cluster before its run wrote a result" in line and "never started" in line
+               for line in lines), lines
+    assert run_dirs(sweep) == []
+
+
+def test_a_job_pending_for_a_reason_the_cluster_never_clears_ends_run_py_in_one_line(slurm_cluster, tmp_path):
+    """A request the pre-submit check cannot read (4 tasks of 1 CPU through additional_parameters, on 2-CPU
+    nodes): SLURM accepts it and keeps it PENDING (reason PartitionConfig) for good. run.py -m cancels the array
+    and ends with one line naming the CPUs and the override, exit 1."""
+    sweep = tmp_path / "sweep"
+    done = run_py("-m", *SLURM, *REGRESSION, "optimizer=radam,adam_vanilla",
+                  "+hydra.launcher.additional_parameters.ntasks=4", f"hydra.sweep.dir={sweep}", check=False,
+                  timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: job ") and "PartitionConfig" in lines[0] and "4 CPUs" in lines[0] and \
+        "hydra.launcher.cpus_per_task" in lines[0], lines[0]
+    array = array_tasks(sweep)[0].split("_")[0]
+    wait_for(lambda: set(sacct_states(array)) == {"CANCELLED"}, "sacct: the array CANCELLED")
 
 
 def test_failing_and_diverging_tasks_are_recorded_and_the_sweep_ends_normally(slurm_cluster, tmp_path):
