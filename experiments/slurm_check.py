@@ -215,6 +215,12 @@ def _status(job_return) -> str | None:
     return job_return.return_value if isinstance(job_return.return_value, str) else None
 
 
+def _run_dir(job_return) -> str:
+    """The job's run directory (hydra.runtime.output_dir; JobReturn.working_dir is the cwd without chdir)."""
+    hydra_cfg = job_return.hydra_cfg or OmegaConf.create()
+    return str(OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default="?"))
+
+
 def wait_for_job(job, poll_s: float = 5.0, never_polls: int = 2) -> list:
     """``SlurmJob.results()`` through requeues: returns the job's last result once SLURM is done with the job.
 
@@ -251,7 +257,7 @@ def wait_for_job(job, poll_s: float = 5.0, never_polls: int = 2) -> list:
               "rerun the same command to run or resume it", file=sys.stderr)
         return [JobReturn(status=JobStatus.COMPLETED, _return_value=f"no result ({state})")]
     if _status(value) == "preempted":
-        print(f"warning: job {job.job_id} ended {state} with its run preempted ({value.working_dir}); rerun "
+        print(f"warning: job {job.job_id} ended {state} with its run preempted ({_run_dir(value)}); rerun "
               "the same command to resume it", file=sys.stderr)
     return [value]
 

@@ -1,15 +1,16 @@
 """Learning-rate robustness: final validation perplexity against the peak lr, a line per optimizer variant (mean
 over seeds) with its min-max band over seeds, from the run records of a sweep such as experiment=nmt_lr_sweep.
 
-    python scripts/fig_lr_sweep.py multiruns/<nmt_lr_sweep> [--rows OLD.csv] [--out DIR] [--name NAME] [--caption TEXT]
+    python scripts/fig_lr_sweep.py multiruns/<nmt_lr_sweep> [--out DIR] [--name NAME] [--caption TEXT]
+    python scripts/fig_lr_sweep.py NEW_SWEEP --rows OLD.csv --out DIR ...     # add rows of runs whose dirs are gone
 
 Writes into --out (default: the first directory) `<name>.{png,pdf,csv}` (default name `fig_lr_sweep`) and prints,
 per variant and lr, the mean and range over seeds. ``--rows CSV`` (repeatable) adds the rows of a CSV this
 script wrote before, for runs whose directories are gone (e.g. earlier seeds: ``--rows
 results/fig_lr_sweep_nmt_ding_cpu.csv``); a run directory replaces a CSV row of the same variant, lr and seed,
-and the script says how many it replaced. The CSV may be the one being rewritten (it is read first). A variant is the optimizer of summary.json, with the warmup
-length where the schedule has one ("adam_warmup (200)"). The final validation perplexity is summary.json's
-final.valid.ppl; runs that did not complete (diverged, failed, preempted) are left out of the lines and listed
+and the script says how many it replaced. The CSV may be the one being rewritten (it is read first).
+A variant is the optimizer of summary.json, with the warmup length where the schedule has one ("adam_warmup
+(200)"). The final validation perplexity is summary.json's final.valid.ppl; runs that did not complete (diverged, failed, preempted) are left out of the lines and listed
 in the CSV with their status and no value. The tidy CSV has one row per run:
 variant,optimizer,warmup_updates,lr,seed,status,updates,valid_ppl,run.
 """
