@@ -21,6 +21,7 @@ still to do (issue 16).
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -80,9 +81,21 @@ class DiagnosticsLog:
         if event is None or self.warn_at is None or not (event["update"] - self.interval < self.warn_at
                                                          <= event["update"]):
             return None
-        fractions = [s["grad_small_frac"] for s in event["modules"].values() if s["grad_small_frac"] is not None]
-        if not fractions or statistics.median(fractions) < SMALL_GRAD_FRACTION:
+        median, fires = plateau_rule(event["modules"])
+        if not fires:
             return None
         return (f"plateau warning at update {event['update']}: the median module has "
-                f"{statistics.median(fractions):.0%} of its gradient entries below eps (Fig. 2's collapse); this run "
+                f"{median:.0%} of its gradient entries below eps (Fig. 2's collapse); this run "
                 f"is likely to stay on the unigram plateau: {REMEDY}")
+
+
+def plateau_rule(modules: dict[str, dict]) -> tuple[float | None, bool]:
+    """(median over modules of grad_small_frac, whether the rule fires) for one event's ``modules``; the median is
+    None (and the rule silent) when no module has a gradient. The one definition of the rule: the loop's warning
+    and scripts/plateau_heldout.py's hit-rate table both call it."""
+    fractions = [s["grad_small_frac"] for s in modules.values() if s.get("grad_small_frac") is not None
+                 and not math.isnan(s["grad_small_frac"])]
+    if not fractions:
+        return None, False
+    median = statistics.median(fractions)
+    return median, median >= SMALL_GRAD_FRACTION
