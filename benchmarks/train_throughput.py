@@ -22,8 +22,8 @@ up; CIFAR-10 and the token tasks keep their data in memory), validation and chec
 ``--override`` keys given): its composed config, real batches of its task, the loop's own ``train_step``, so
 the result is the updates/s ``make run`` trains at. The cases run interleaved in one process (rounds of
 ``--steps`` updates, the case order rotated every round, each case with its own model and optimizer from the
-same seed on the same batches) and are reported as median updates/s and as a ratio to the first, which is the
-setting before threads became ``auto`` (``trainer.threads=1``):
+same seed on the same batches) and are reported as median updates/s and as a ratio to the first, the default
+(``trainer.threads=1``):
 
     .venv/bin/python benchmarks/train_throughput.py --config default                 # threads 1 vs auto
     .venv/bin/python benchmarks/train_throughput.py --config default --candidates    # + compile, bf16
@@ -180,7 +180,7 @@ def measure(name: str, device: torch.device, precision: str, compiled: bool, ste
 # --------------------------------------------------------------------- the main job (--config default)
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = {"threads 1 (before)": ["trainer.threads=1"], "threads auto (default)": ["trainer.threads=auto"]}
+CASES = {"threads 1 (default)": ["trainer.threads=1"], "threads auto": ["trainer.threads=auto"]}
 CANDIDATES = {"auto + compile": ["trainer.threads=auto", "trainer.compile=true"],
               "auto + bf16": ["trainer.threads=auto", "trainer.precision=bf16"]}
 PHASES = ("batching", "forward", "backward", "optimizer")  # the record_function labels (experiments/loop.py)

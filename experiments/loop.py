@@ -249,7 +249,7 @@ class Run:
     saved_last_at: int | None = None     # the update last.pt holds
     t_start: float = field(default_factory=time.perf_counter)
     wall_before: float = 0.0
-    update_at_start: int = 0             # p.update when this process started (or resumed) training
+    pace: float | None = None            # recent seconds per update (eta_seconds)
 
     @property
     def t(self) -> DictConfig:
@@ -461,7 +461,7 @@ def start(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None, hydra_
     return Run(cfg=cfg, run_dir=run_dir, d=d, device=device, task=task, model=model, net=net, optimizer=optimizer,
                scheduler=scheduler, scaler=scaler, summary=summary, p=p, metrics_file=metrics_file,
                hist_file=hist_file, diagnostics=diag_log, tracker=tracker, bound=bound,
-               meter=Meter(p.meter), wall_before=p.wall_s, update_at_start=p.update)
+               meter=Meter(p.meter), wall_before=p.wall_s)
 
 
 def train_epoch(run: Run, stop: StopSignal, bar) -> str | None:
@@ -531,13 +531,16 @@ def _done(p: Progress, t: DictConfig) -> bool:
 
 
 def eta_seconds(run: Run) -> float | None:
-    """Seconds until trainer.max_updates at this process's rate so far (validations and checkpoints included;
-    the task's final evaluation not); None for runs bounded by epochs only."""
-    done, total = run.p.update - run.update_at_start, run.t.max_updates
-    elapsed = time.perf_counter() - run.t_start
-    if total is None or done <= 0 or elapsed <= 0:
+    """Seconds until trainer.max_updates at the recent pace: an exponential average (weight 0.3 for the newest)
+    of the log intervals' seconds per update, validations and checkpoints included, so that it follows a change
+    of load within a few intervals; the task's final evaluation is not counted. None for runs bounded by
+    epochs only."""
+    total, meter = run.t.max_updates, run.meter
+    if total is None or meter.updates == 0:
         return None
-    return max(total - run.p.update, 0) * elapsed / done
+    pace = (time.perf_counter() - meter.t0) / meter.updates
+    run.pace = pace if run.pace is None else 0.7 * run.pace + 0.3 * pace
+    return max(total - run.p.update, 0) * run.pace
 
 
 def _log_interval(meter: Meter, task: Task, p: Progress, emit, eta: float | None = None) -> dict:

@@ -34,7 +34,7 @@ def test_main_job_benchmark_runs_the_composed_config_interleaved(ding_data, monk
                            "--warmup", "1", "--profile", "--profile-updates", "2"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines()
-            if line.startswith(("threads 1 (before)", "threads auto")) and "per update" not in line]
+            if line.startswith(("threads 1 (default)", "threads auto")) and "per update" not in line]
     assert len(rows) == 2 and rows[0].split()[-2] == "1.00x", out
     assert "main job default" in out and "max_updates 6000" in out
     for phase in ("forward", "backward", "optimizer", "batching"):
