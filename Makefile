@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 DING := /usr/share/trans/de-en
 
-.PHONY: run theory test test-all bench clean-venv ding fairseq-check
+.PHONY: run theory test test-all bench clean-venv ding fairseq-check heldout-bible
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ ding:
 	@if [ ! -f $(DING) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trans-de-en >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trans-de-en; }; fi
+
+# The held-out corpus of the plateau-warning evaluation (results/plateau_heldout.md): Es-En Bible verses from
+# Debian's SWORD modules (Reina-Valera 1909, World English Bible) and SWORD's mod2imp, installed with apt when we
+# are root, written into data/raw_bible_es_en by the script (which names the packages if they are missing).
+heldout-bible: BIBLE_PACKAGES := sword-text-sparv sword-text-web libsword-utils
+heldout-bible:
+	@if ! dpkg -s $(BIBLE_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BIBLE_PACKAGES) >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BIBLE_PACKAGES); }; \
+	  else echo "heldout-bible: needs the Debian packages $(BIBLE_PACKAGES); install them as root (apt-get install)"; fi; fi
+	$(PYTHON) scripts/plateau_bible_corpus.py data/raw_bible_es_en
 
 # The default test suite (no slow, no GPU tests); `make test-all` adds the slow ones.
 test: $(STAMP)

@@ -1,11 +1,15 @@
 """scripts/plateau_heldout.py: the hit-rate table of the plateau warning, on hand-made run directories whose
-labels, rule outcomes and unigram loss are worked out here independently; and the rule it applies is the loop's."""
+labels, rule outcomes and unigram loss are worked out here independently; and the rule it applies is the loop's.
+scripts/plateau_bible_corpus.py: one line naming the Debian packages when they are missing (needs none of them)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,36 @@ def test_no_diagnostics_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plateau_heldout.main([str(d)])
     assert "trainer.diagnostics_interval" in capsys.readouterr().err
+
+
+# scripts/plateau_bible_corpus.py without its Debian packages: one line naming all three, nothing written.
+BIBLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plateau_bible_corpus.py"
+BIBLE_PACKAGES = ("sword-text-sparv", "sword-text-web", "libsword-utils")
+
+
+def _bible_corpus(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BIBLE_SCRIPT), *args], capture_output=True, text=True, env=env)
+
+
+def _assert_names_the_packages(proc: subprocess.CompletedProcess, out: Path) -> None:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(p in lines[0] for p in BIBLE_PACKAGES), lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("library", ["empty", "absent"])
+def test_bible_corpus_without_modules_names_the_packages(tmp_path, library):
+    """An empty SWORD library (mods.d/ with no module) or none at all: the modules' packages are missing."""
+    lib = tmp_path / "sword"
+    if library == "empty":
+        (lib / "mods.d").mkdir(parents=True)
+    out = tmp_path / "raw_bible"
+    _assert_names_the_packages(_bible_corpus([str(out), "--sword-path", str(lib)]), out)
+
+
+def test_bible_corpus_without_mod2imp_names_the_packages(tmp_path):
+    out = tmp_path / "raw_bible"
+    env = {**os.environ, "PATH": str(tmp_path)}  # no mod2imp on PATH (libsword-utils missing)
+    _assert_names_the_packages(_bible_corpus([str(out)], env=env), out)
