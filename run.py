@@ -9,7 +9,8 @@
 
 Rerunning with the same ``hydra.run.dir`` (and the same config: experiments/rundir.py) resumes from its
 checkpoints/last.pt.
-Exit status: 0 for completed, diverged and preempted runs, 130 for a run stopped by SIGINT (Ctrl-C); 1 for a
+Exit status: 0 for completed, diverged and preempted runs, 130 for a run stopped by SIGINT (Ctrl-C), 143 for a
+sweep (basic launcher) stopped by SIGTERM, which, like SIGINT, ends the sweep after its current run; 1 for a
 failed run, after one line "error: ..." on stderr and summary.json with status "failed". A run directory that
 belongs to another config or another process is refused with one line and left as it was. In a sweep (-m) a
 failed run is recorded and the sweep goes on.
@@ -164,6 +165,13 @@ def parallel_jobs(hc) -> int:
     return max(1, n if n > 0 else cores + 1 + n)
 
 
+def in_process_sweep(hc) -> bool:
+    """True for a sweep whose runs follow one another in this process (Hydra's basic launcher). A SIGTERM sent to
+    it must end the sweep: otherwise the next run would start as soon as the current one has checkpointed.
+    Under submitit each run is its own SLURM job, and SIGTERM there (scancel, requeue) concerns that job only."""
+    return hc.mode == RunMode.MULTIRUN and "basic_launcher" in str(hc.launcher.get("_target_", "")).lower()
+
+
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
@@ -185,6 +193,10 @@ def main(cfg: DictConfig) -> str:
         raise
     if summary.get("signal") == "SIGINT":
         sys.exit(130)  # Ctrl-C: stop here (a sweep too); the run is resumable
+    if summary.get("signal") == "SIGTERM" and in_process_sweep(hc):
+        print(f"stopped by SIGTERM: the sweep ends after {run_dir.name} (preempted at update {summary['updates']}); "
+              "rerun the same command to resume it", file=sys.stderr)
+        sys.exit(143)  # `kill <sweep>` stops the sweep, not only its current run (128 + SIGTERM, as a shell)
     return summary["status"]
 
 

@@ -260,6 +260,26 @@ def test_a_stop_signal_writes_a_checkpoint_and_exits_cleanly_then_resumes(ding_d
     assert train_events(run_dir) == train_events(uninterrupted)
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_ends_a_basic_launcher_sweep_after_its_current_run(ding_data, tmp_path, sig, code):
+    """`kill <pid>` (or Ctrl-C) of `run.py -m` with the basic launcher, whose runs follow one another in one
+    process: the current run checkpoints and ends preempted, and the sweep stops there (the next run is never
+    started), with one line saying how to resume; rerunning the command resumes the first run."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(REPO / "run.py"), "-m", *TINY_NMT, *NMT_RESUME, "seed=1,2",
+           f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=seed${seed}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=run_env(ding_data), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_update(sweep / "seed1", 6, proc)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == code
+    s = summary(sweep / "seed1")
+    assert s["status"] == "preempted" and s["signal"] == signal.Signals(sig).name and s["updates"] < 30
+    assert not (sweep / "seed2").exists()
+    if sig == signal.SIGTERM:
+        assert "rerun the same command to resume" in proc.stderr.read().strip().splitlines()[-1]
+
+
 # ------------------------------------------------------------------------------------------ user errors
 
 def test_missing_data_is_one_line_exit_1_and_nothing_lost(ding_data, tmp_path):
