@@ -54,6 +54,20 @@ def test_task_optimizer_specifics_come_from_composition():
     assert compose_cfg("task=iwslt", "optimizer=sgd").optimizer.momentum == 0.9
 
 
+def test_the_main_job_and_the_ding_studies_set_their_own_model_and_schedule():
+    """The main job (`python run.py`) is 3+3 layers, lr 4e-3, 2000 updates, no checkpoint averaging; the Ding
+    studies whose results are committed pin what they ran with (6+6 layers, their lr and length, averaging 3), so
+    a change of the main job's defaults cannot change them."""
+    main = compose_cfg()
+    assert (main.model.encoder_layers, main.model.decoder_layers, main.optimizer.lr, main.trainer.max_updates,
+            main.task.num_avg_checkpoints, main.trainer.threads) == (3, 3, 4e-3, 2000, 0, 1)
+    for experiment, lr, updates in (("warmup_study", 2e-3, 2000), ("plateau_heldout_ding", 1e-3, 1000),
+                                    ("plateau_heldout_bible", 2e-3, 1000)):
+        cfg = compose_cfg(f"experiment={experiment}", "+variant=radam")
+        assert (cfg.model.encoder_layers, cfg.model.decoder_layers, cfg.optimizer.lr, cfg.trainer.max_updates,
+                cfg.task.num_avg_checkpoints) == (6, 6, lr, updates, 3), experiment
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment):
     cfg = compose_cfg(f"experiment={experiment}")
