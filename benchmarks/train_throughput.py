@@ -23,7 +23,8 @@ up; CIFAR-10 and the token tasks keep their data in memory), validation and chec
 the result is the updates/s ``make run`` trains at. The cases run interleaved in one process (rounds of
 ``--steps`` updates, the case order rotated every round, each case with its own model and optimizer from the
 same seed on the same batches) and are reported as median updates/s and as a ratio to the first, the default
-(``trainer.threads=1``):
+(``trainer.threads=1``); the training time each implies (its max_updates at that rate) is compared with the main
+job as it was before issue 17 (6+6 layers, 6000 updates), measured in the same run (``--no-previous``: left out):
 
     .venv/bin/python benchmarks/train_throughput.py --config default                 # threads 1 vs auto
     .venv/bin/python benchmarks/train_throughput.py --config default --candidates    # + compile, bf16
@@ -181,6 +182,10 @@ def measure(name: str, device: torch.device, precision: str, compiled: bool, ste
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"threads 1 (default)": ["trainer.threads=1"], "threads auto": ["trainer.threads=auto"]}
+# The main job before issue 17 (up to commit ba01e3f): model 6+6 layers, lr 1e-3, 6000 updates, one thread. Its
+# "training (min)" against a case's is the speed-up of the job itself, measured in the same run.
+PREVIOUS = {"before: 6+6, 6000 updates": ["model=transformer_cpu", "optimizer.lr=1e-3", "trainer.max_updates=6000",
+                                          "trainer.threads=1"]}
 CANDIDATES = {"auto + compile": ["trainer.threads=auto", "trainer.compile=true"],
               "auto + bf16": ["trainer.threads=auto", "trainer.precision=bf16"]}
 PHASES = ("batching", "forward", "backward", "optimizer")  # the record_function labels (experiments/loop.py)
@@ -264,7 +269,7 @@ def profile_case(c: JobCase, updates: int) -> None:
 
 def main_job(args) -> None:
     from experiments import distributed, loop
-    cases = {**CASES, **(CANDIDATES if args.candidates else {})}
+    cases = {**CASES, **(CANDIDATES if args.candidates else {}), **({} if args.no_previous else PREVIOUS)}
     base = compose_job(args.config, args.override)
     torch.use_deterministic_algorithms(bool(base.trainer.deterministic), warn_only=True)
     loop.seed_everything(base.seed)
@@ -289,15 +294,16 @@ def main_job(args) -> None:
             c.times += [one_update(c) for _ in range(args.steps)]
     print(f"median of {args.rounds} interleaved rounds x {args.steps} updates per case, after {args.warmup} "
           "(x5 compiled) warm-up updates")
-    print(f"{'case':<26}{'threads':>8}{'updates/s':>11}{'IQR':>15}{'ratio':>7}{'training (min)':>16}")
-    base_rate = None
+    print(f"{'case':<26}{'threads':>8}{'updates/s':>11}{'IQR':>15}{'ratio':>7}{'updates':>8}{'training (min)':>16}"
+          f"{'vs before':>11}")
+    rates = {c.name: 1 / statistics.median(c.times) for c in jobs}
+    minutes = {c.name: (c.cfg.trainer.max_updates or float("nan")) / rates[c.name] / 60 for c in jobs}
+    before = minutes.get(next(iter(PREVIOUS)), float("nan"))
     for c in jobs:
-        q1, med, q3 = statistics.quantiles(c.times, n=4)
-        rate = 1 / med
-        base_rate = base_rate or rate
-        minutes = base.trainer.max_updates / rate / 60 if base.trainer.max_updates else float("nan")
-        print(f"{c.name:<26}{c.threads:>8}{rate:>11.2f}{f'{1 / q3:.2f}-{1 / q1:.2f}':>15}{rate / base_rate:>6.2f}x"
-              f"{minutes:>16.1f}")
+        q1, _, q3 = statistics.quantiles(c.times, n=4)
+        print(f"{c.name:<26}{c.threads:>8}{rates[c.name]:>11.2f}{f'{1 / q3:.2f}-{1 / q1:.2f}':>15}"
+              f"{rates[c.name] / rates[jobs[0].name]:>6.2f}x{c.cfg.trainer.max_updates or '-':>8}"
+              f"{minutes[c.name]:>16.1f}{before / minutes[c.name]:>10.2f}x")
     if args.profile:
         for c in jobs[:2]:
             profile_case(c, args.profile_updates)
@@ -316,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="the main job instead of synthetic workloads: 'default' = python run.py")
     parser.add_argument("--override", nargs="*", default=[], help="with --config: run.py overrides, key=value")
     parser.add_argument("--rounds", type=int, default=8, help="with --config: interleaved rounds of --steps")
+    parser.add_argument("--no-previous", action="store_true",
+                        help="with --config: leave out the main job as it was before issue 17 (6+6, 6000 updates)")
     parser.add_argument("--candidates", action="store_true", help="with --config: also compile and bf16")
     parser.add_argument("--profile", action="store_true", help="with --config: torch.profiler phase/op tables")
     parser.add_argument("--profile-updates", type=int, default=20)

@@ -33,10 +33,17 @@ def test_main_job_benchmark_runs_the_composed_config_interleaved(ding_data, monk
     train_throughput.main(["--config", "default", "--override", *tiny, "--rounds", "2", "--steps", "2",
                            "--warmup", "1", "--profile", "--profile-updates", "2"])
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines()
-            if line.startswith(("threads 1 (default)", "threads auto")) and "per update" not in line]
-    assert len(rows) == 2 and rows[0].split()[-2] == "1.00x", out
-    assert "main job default" in out and "max_updates 6000" in out
+    rows = {name: line[len(name):].split() for line in out.splitlines()
+            for name in ("threads 1 (default)", "threads auto", "before: 6+6, 6000 updates")
+            if line.startswith(name) and "per update" not in line}
+    assert len(rows) == 3, out
+    # columns: threads, updates/s, IQR, ratio to the default, max_updates, training (min), speed-up vs before
+    assert rows["threads 1 (default)"][3] == "1.00x" and rows["before: 6+6, 6000 updates"][-1] == "1.00x", out
+    default, before = rows["threads 1 (default)"], rows["before: 6+6, 6000 updates"]
+    assert int(before[4]) == 6000 and int(default[4]) < 6000, out
+    speedup = float(default[1]) / float(before[1]) * 6000 / int(default[4])  # time of the whole training
+    assert float(default[-1][:-1]) == pytest.approx(speedup, rel=0.02), out
+    assert f"max_updates {default[4]}" in out
     for phase in ("forward", "backward", "optimizer", "batching"):
         assert any(line.startswith(phase) for line in out.splitlines()), (phase, out)
     assert "aten::" in out
