@@ -328,8 +328,9 @@ def test_cpu_autocast_trains_and_resumes(ding_data, tmp_path, precision):
     assert (scaler is not None and "scale" in scaler) == (precision == "fp16")  # GradScaler state in checkpoints
 
 
+@pytest.mark.slow  # 76 s in CI (inductor compiles a few shapes), the slowest default test: `make test-all` runs it
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on CPU needs a C++ compiler")
-def test_cpu_compile_trains_and_resumes(ding_data, tmp_path):  # ~1-2 min: inductor compiles a few shapes
+def test_cpu_compile_trains_and_resumes(ding_data, tmp_path):
     amp_train_and_resume(ding_data, tmp_path, "trainer.device=cpu", "trainer.compile=true")
 
 
